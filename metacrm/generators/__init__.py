@@ -1,0 +1,1 @@
+"""metacrm.generators."""

@@ -1,0 +1,290 @@
+"""Drafts → Registry IR: fields, entities, forms, views; the union stored per tenant."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .diagnostics import DiagnosticSink
+from .fieldtypes import FieldType, FieldTypeRegistry
+from .formula import FormulaError, parse_formula
+from .ir import (
+    Column,
+    Entity,
+    Field,
+    Form,
+    FormField,
+    FrozenDict,
+    Index,
+    Option,
+    Relation,
+    Section,
+    SortKey,
+    Source,
+    Text,
+    View,
+    freeze,
+)
+from .loader import Document
+from .resolve import DefinitionDraft, EntityDraft, FieldDraft, ScopeDraft
+
+_KNOWN_SPEC = frozenset({
+    "type", "label", "help", "description", "required", "unique", "index", "default",
+    "read_only", "hidden", "renamed_from", "insert_after", "min", "max", "max_length",
+    "min_length", "pattern", "options", "precision", "scale", "currency", "to", "on_delete",
+    "of", "via", "expression", "returns",
+})
+
+
+def source_of(doc: Document, path: tuple) -> Source:
+    line, column = doc.pos(path, key=bool(path))
+    return Source(doc.file, line, column)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+class Builder:
+    """Builds IR objects from drafts, sharing one object per unchanged draft."""
+
+    def __init__(self, types: FieldTypeRegistry, sink: DiagnosticSink) -> None:
+        self.types = types
+        self.sink = sink
+        self._fields: dict[int, Field] = {}
+        self._entities: dict[int, tuple[EntityDraft, Entity]] = {}
+        self._definitions: dict[int, tuple[DefinitionDraft, Form | View]] = {}
+
+    def field(self, draft: FieldDraft, module: str) -> Field:
+        cached = self._fields.get(id(draft))
+        if cached is None:
+            cached = self._build_field(draft, module)
+            self._fields[id(draft)] = cached
+        return cached
+
+    def _build_field(self, draft: FieldDraft, module: str) -> Field:
+        spec = draft.spec
+        field_type = self.types[spec["type"]]
+        self._check_spec(draft, field_type)
+        options = tuple(self._option(o) for o in spec.get("options") or ())
+        target = spec.get("to") or spec.get("of")
+        if target and "." not in target:
+            target = f"{module}.{target}"
+        formula = None
+        if field_type.name == "formula":
+            try:
+                formula = parse_formula(spec["expression"])
+            except FormulaError:
+                formula = None
+        params = {k: freeze(v) for k, v in spec.items() if k not in _KNOWN_SPEC}
+        is_autonumber = field_type.name == "autonumber"
+        numeric = field_type.name in ("decimal", "money")
+        doc, path = draft.doc, draft.path
+        return Field(
+            name=draft.name, id=draft.id, type=field_type.name,
+            label=Text.of(spec.get("label"), draft.name.replace("_", " ").capitalize()),
+            help=Text.of(spec.get("help")), required=bool(spec.get("required")),
+            unique=bool(spec.get("unique")), index=bool(spec.get("index")),
+            default=freeze(spec.get("default")),
+            read_only=bool(spec.get("read_only")) or field_type.name in ("formula", "autonumber"),
+            hidden=bool(spec.get("hidden")), min=spec.get("min"), max=spec.get("max"),
+            max_length=spec.get("max_length", 255 if field_type.name == "string" else None),
+            pattern=None if is_autonumber else spec.get("pattern"), options=options,
+            precision=spec.get("precision", 18 if numeric else None),
+            scale=spec.get("scale", 2 if numeric else None),
+            currency=spec.get("currency"), target=target,
+            on_delete=spec.get("on_delete", "restrict") if field_type.name == "reference" else None,
+            via=spec.get("via"), autonumber=spec.get("pattern") if is_autonumber else None,
+            formula=formula, returns=spec.get("returns", "decimal") if formula or
+            field_type.name == "formula" else None,
+            renamed_from=_names(spec.get("renamed_from")), stored=field_type.stored,
+            origin=draft.origin, params=FrozenDict(params), source=source_of(doc, path))
+
+    @staticmethod
+    def _option(option: Any) -> Option:
+        if isinstance(option, Mapping):
+            return Option(option["value"], Text.of(option.get("label"), option["value"]),
+                          option.get("color"))
+        return Option(option, Text.of(None, option))
+
+    def _check_spec(self, draft: FieldDraft, field_type: FieldType) -> None:
+        if field_type.check_spec is not None:
+            for sub, message, hint in field_type.check_spec(draft.spec):
+                doc, path = draft.locate(str(sub[0]) if sub else None)
+                self.sink.add(doc.diagnostic(f"field.{field_type.name}", message,
+                                             (*path, *sub[1:]), hint=hint))
+        if "default" in draft.spec:
+            problem = field_type.check_value(draft.spec["default"], draft.spec)
+            if problem:
+                doc, path = draft.locate("default")
+                self.sink.add(doc.diagnostic("field.bad-default", f"default of `{draft.name}` "
+                                             f"is not valid: {problem}", path))
+
+    def entity(self, draft: EntityDraft) -> Entity:
+        cached = self._entities.get(id(draft))
+        if cached is not None:
+            return cached[1]
+        spec = draft.spec
+        fields = tuple(self.field(f, draft.module) for f in draft.fields.values())
+        indexes = tuple(
+            Index(ix.get("name") or f"ix_{draft.name}_{'_'.join(ix['fields'])}",
+                  tuple(ix["fields"]), bool(ix.get("unique")))
+            for ix in spec.get("indexes") or ())
+        entity = Entity(
+            module=draft.module, name=draft.name, id=draft.id,
+            label=Text.of(spec.get("label"), draft.name.replace("_", " ").capitalize()),
+            fields=fields, plural_label=Text.of(spec.get("plural_label")),
+            description=Text.of(spec.get("description")), title=spec.get("title"),
+            icon=spec.get("icon"), search=tuple(spec.get("search") or ()), indexes=indexes,
+            renamed_from=_names(spec.get("renamed_from")),
+            source=source_of(draft.doc, ("entity",)))
+        self._entities[id(draft)] = (draft, entity)
+        return entity
+
+    def form(self, draft: DefinitionDraft) -> Form:
+        cached = self._definitions.get(id(draft))
+        if cached is not None:
+            return cached[1]  # type: ignore[return-value]
+        spec, doc = draft.spec, draft.doc
+        sections = []
+        for s_index, section in enumerate(spec["sections"]):
+            items = []
+            for f_index, item in enumerate(section["fields"]):
+                where = source_of(doc, ("sections", s_index, "fields", f_index))
+                if isinstance(item, str):
+                    items.append(FormField(item, source=where))
+                else:
+                    items.append(FormField(item["field"], Text.of(item.get("help")),
+                                           item.get("span", 1), freeze(item.get("visible_when")),
+                                           freeze(item.get("read_only_when")), where))
+            name = section.get("name") or f"section_{s_index + 1}"
+            sections.append(Section(name, Text.of(section.get("label")), tuple(items),
+                                    section.get("columns", 1), bool(section.get("collapsed")),
+                                    freeze(section.get("visible_when"))))
+        form = Form(draft.module, draft.name, spec["entity"],
+                    Text.of(spec.get("label"), draft.name.replace("_", " ").capitalize()),
+                    tuple(sections), bool(spec.get("default")), draft.origin,
+                    source_of(doc, ("form",)))
+        self._definitions[id(draft)] = (draft, form)
+        return form
+
+    def view(self, draft: DefinitionDraft) -> View:
+        cached = self._definitions.get(id(draft))
+        if cached is not None:
+            return cached[1]  # type: ignore[return-value]
+        spec, doc = draft.spec, draft.doc
+        columns = []
+        for index, column in enumerate(spec["columns"]):
+            where = source_of(doc, ("columns", index))
+            if isinstance(column, str):
+                columns.append(Column(column, source=where))
+            else:
+                columns.append(Column(column["field"], Text.of(column.get("label")),
+                                      column.get("width"), where))
+        sort = tuple(SortKey(key.lstrip("-"), key.startswith("-"))
+                     for key in spec.get("sort") or ())
+        view = View(draft.module, draft.name, spec["entity"],
+                    Text.of(spec.get("label"), draft.name.replace("_", " ").capitalize()),
+                    tuple(columns), sort, freeze(spec.get("filter")),
+                    tuple(spec.get("quick_filters") or ()), tuple(spec.get("search") or ()),
+                    spec.get("page_size", 50), bool(spec.get("default")), draft.origin,
+                    source_of(doc, ("view",)))
+        self._definitions[id(draft)] = (draft, view)
+        return view
+
+
+def merge_storage(scopes: list[dict[str, Entity]], types: FieldTypeRegistry,
+                  sink: DiagnosticSink) -> dict[str, Entity]:
+    """The entities as stored: the union of every scope's fields (scopes[0] is tenant-wide)."""
+    storage: dict[str, Entity] = {}
+    for key, base in scopes[0].items():
+        merged: dict[str, Field] = {f.name: f for f in base.fields}
+        changed = False
+        for scope in scopes[1:]:
+            other = scope.get(key)
+            if other is None or other is base:
+                continue
+            for candidate in other.fields:
+                current = merged.get(candidate.name)
+                if current is None:
+                    merged[candidate.name] = candidate
+                    changed = True
+                elif current is not candidate and current != candidate:
+                    merged[candidate.name] = _merge_field(current, candidate, key, types, sink)
+                    changed = True
+        storage[key] = dataclasses.replace(base, fields=tuple(merged.values())) if changed \
+            else base
+    return storage
+
+
+def _merge_field(first: Field, second: Field, entity: str, types: FieldTypeRegistry,
+                 sink: DiagnosticSink) -> Field:
+    field_type = first.type
+    if second.type != first.type:
+        if second.type in types[first.type].widens_to:
+            field_type = second.type
+        elif first.type not in types[second.type].widens_to:
+            where = second.source
+            sink.add(_conflict(where, f"`{entity}.{second.name}` is a {first.type} field in one "
+                               f"business unit and a {second.type} field in another; they share "
+                               "one table", "give the unit's field a different name"))
+            return first
+    if second.target != first.target:
+        sink.add(_conflict(second.source, f"`{entity}.{second.name}` refers to {first.target} in "
+                           f"one business unit and to {second.target} in another", None))
+    values = list(first.option_values)
+    options = list(first.options)
+    for option in second.options:
+        if option.value not in values:
+            options.append(option)
+            values.append(option.value)
+    lengths = [n for n in (first.max_length, second.max_length) if n is not None]
+    return dataclasses.replace(
+        first, type=field_type, options=tuple(options),
+        max_length=max(lengths) if lengths else None,
+        required=first.required and second.required, unique=first.unique or second.unique,
+        index=first.index or second.index)
+
+
+def _conflict(where: Source | None, message: str, hint: str | None):
+    from .diagnostics import Diagnostic
+
+    return Diagnostic("overlay.conflict", message, where.file if where else None,
+                      where.line if where else 0, where.column if where else 0, hint=hint)
+
+
+def relations_of(entities: Mapping[str, Entity]) -> tuple[Relation, ...]:
+    """Every stored link between entities, from the side that stores it."""
+    relations = []
+    for entity in entities.values():
+        for f in entity.fields:
+            if f.type == "reference" and f.target:
+                relations.append(Relation("reference", entity.key, f.name, f.target, f.on_delete))
+            elif f.type == "many_to_many" and f.target:
+                relations.append(Relation("many_to_many", entity.key, f.name, f.target))
+    return tuple(relations)
+
+
+def content_hash(modules: Mapping[str, Any], units: Mapping[str, Any],
+                 scopes: list[ScopeDraft]) -> str:
+    """The metadata version: a hash of the resolved definitions, not of file names."""
+    def entity_json(draft: EntityDraft) -> list[Any]:
+        return [draft.id, draft.spec,
+                [[f.name, f.id, f.origin, f.spec] for f in draft.fields.values()]]
+
+    payload = {
+        "modules": modules,
+        "units": units,
+        "scopes": [[s.unit, list(s.modules),
+                    {k: entity_json(e) for k, e in s.entities.items()},
+                    {k: [d.origin, d.spec] for k, d in s.forms.items()},
+                    {k: [d.origin, d.spec] for k, d in s.views.items()}] for s in scopes],
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str,
+                      ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,251 @@
+"""Semantic checks over compiled scopes, registered through ``register_checks``.
+
+Each check is a pure function of a :class:`CheckContext` that yields diagnostics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..hookspecs import hookimpl
+from .diagnostics import Diagnostic, did_you_mean
+from .fieldtypes import FieldTypeRegistry
+from .ir import Entity, Field, Module, Scope, Source
+
+SYSTEM_COLUMNS = frozenset({"id", "created_at", "created_by", "updated_at", "updated_by",
+                            "owner", "business_unit", "row_version", "deleted_at"})
+API_WORDS = frozenset({"filter", "sort", "fields", "expand", "cursor", "limit", "count", "q",
+                       "include_deleted"})
+RESERVED_FIELD_NAMES = SYSTEM_COLUMNS | API_WORDS
+RESERVED_ENTITY_NAMES = frozenset({"meta", "openapi", "docs", "bulk", "problem", "error", "page",
+                                   "transitions", "system", "audit"})
+CONDITION_OPERATORS = frozenset({
+    "eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "contains", "starts_with",
+    "is_empty", "between", "older_than", "newer_than", "today", "this_week", "this_month",
+})
+TITLE_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckContext:
+    """What a check sees: one scope, the modules, the field types and the operator names."""
+
+    scope: Scope
+    modules: Mapping[str, Module]
+    types: FieldTypeRegistry
+    operators: frozenset[str] = CONDITION_OPERATORS
+
+    def error(self, code: str, message: str, where: Source | None,
+              hint: str | None = None) -> Diagnostic:
+        if where is None:
+            return Diagnostic(code, message, hint=hint)
+        return Diagnostic(code, message, where.file, where.line, where.column, hint=hint)
+
+    def resolve_path(self, entity: Entity, path: str) -> tuple[Field | None, str | None]:
+        """The field at a dotted path through references, or why there is none."""
+        current = entity
+        parts = path.split(".")
+        for depth, part in enumerate(parts):
+            found = current.get_field(part)
+            if found is None:
+                hint = did_you_mean(part, current.field_names)
+                return None, f"`{part}` is not a field of {current.key}" + (
+                    f"; {hint}" if hint else "")
+            if depth == len(parts) - 1:
+                return found, None
+            if found.type != "reference" or found.target not in self.scope.entities:
+                return None, f"`{part}` of {current.key} is not a reference, so `{path}` " \
+                    "cannot go through it"
+            current = self.scope.entities[found.target]
+        return None, "empty path"  # pragma: no cover - schema forbids empty paths
+
+
+Check = Callable[[CheckContext], Iterable[Diagnostic]]
+
+
+def check_reserved_names(ctx: CheckContext) -> Iterator[Diagnostic]:
+    for entity in ctx.scope.entities.values():
+        if entity.name in RESERVED_ENTITY_NAMES:
+            yield ctx.error("name.reserved-entity", f"`{entity.name}` is reserved and cannot name "
+                            "an entity", entity.source, f"try `{entity.name}_record`")
+        for f in entity.fields:
+            if f.name in RESERVED_FIELD_NAMES:
+                kind = "a system column" if f.name in SYSTEM_COLUMNS else "an API parameter"
+                yield ctx.error("name.reserved-field", f"`{f.name}` is {kind} on every entity and "
+                                "cannot name a field", f.source, f"try `{entity.name}_{f.name}`")
+            if f.name.startswith("archived_"):
+                yield ctx.error("name.reserved-field", f"`{f.name}`: names starting with "
+                                "`archived_` are kept for archived columns", f.source)
+
+
+def _module_reach(ctx: CheckContext, module: str) -> set[str]:
+    reach, stack = {module}, [module]
+    while stack:
+        for dep in ctx.modules[stack.pop()].depends:
+            if dep not in reach and dep in ctx.modules:
+                reach.add(dep)
+                stack.append(dep)
+    return reach
+
+
+def check_references(ctx: CheckContext) -> Iterator[Diagnostic]:
+    entities = ctx.scope.entities
+    for entity in entities.values():
+        for f in entity.fields:
+            if f.type not in ("reference", "many_to_many", "children") or not f.target:
+                continue
+            if f.target not in entities:
+                yield ctx.error("ref.unknown-entity", f"`{entity.key}.{f.name}` refers to "
+                                f"`{f.target}`, which is not an entity of the enabled modules",
+                                f.source, did_you_mean(f.target, entities))
+                continue
+            target_module = f.target.split(".")[0]
+            if f.origin == "module" and entity.module in ctx.modules and \
+                    target_module not in _module_reach(ctx, entity.module):
+                yield ctx.error("ref.undeclared-dependency", f"`{entity.key}.{f.name}` refers to "
+                                f"module `{target_module}`, which module `{entity.module}` does "
+                                "not depend on", f.source,
+                                f"add `{target_module}` to `depends` in module.yaml")
+            if f.type == "children":
+                via = entities[f.target].get_field(f.via or "")
+                if via is None:
+                    yield ctx.error("ref.unknown-via", f"`{f.name}` lists {f.target} records via "
+                                    f"`{f.via}`, which is not a field of {f.target}", f.source,
+                                    did_you_mean(f.via or "", entities[f.target].field_names))
+                elif via.type != "reference" or via.target != entity.key:
+                    yield ctx.error("ref.bad-via", f"`{f.target}.{f.via}` must be a reference to "
+                                    f"{entity.key} for `{f.name}` to list its records", f.source)
+
+
+def check_entity_parts(ctx: CheckContext) -> Iterator[Diagnostic]:
+    for entity in ctx.scope.entities.values():
+        names = entity.field_names
+        if entity.title:
+            for name in TITLE_PLACEHOLDER.findall(entity.title):
+                if name not in names:
+                    yield ctx.error("entity.title", f"title names `{{{name}}}`, which is not a "
+                                    f"field of {entity.key}", entity.source,
+                                    did_you_mean(name, names))
+        for name in entity.search:
+            if name not in names:
+                yield ctx.error("entity.search", f"search names `{name}`, which is not a field "
+                                f"of {entity.key}", entity.source, did_you_mean(name, names))
+        for index in entity.indexes:
+            for name in index.fields:
+                f = entity.get_field(name)
+                if f is None or not f.stored:
+                    yield ctx.error("entity.index", f"index `{index.name}` names `{name}`, which "
+                                    f"is not a stored field of {entity.key}", entity.source,
+                                    did_you_mean(name, names))
+        for f in entity.fields:
+            if f.formula is not None:
+                for path in sorted(f.formula.field_paths()):
+                    found, problem = ctx.resolve_path(entity, ".".join(path))
+                    if found is None:
+                        yield ctx.error("field.formula-ref", f"formula of `{f.name}`: {problem}",
+                                        f.source)
+                    elif found.name == f.name and len(path) == 1:
+                        yield ctx.error("field.formula-ref", f"formula of `{f.name}` refers to "
+                                        "itself", f.source)
+
+
+def _condition_fields(condition: Any) -> Iterator[tuple[str, str | None]]:
+    if not isinstance(condition, Mapping):
+        return
+    for key in ("all", "any"):
+        for item in condition.get(key) or ():
+            yield from _condition_fields(item)
+    if "not" in condition:
+        yield from _condition_fields(condition["not"])
+    if "field" in condition:
+        yield condition["field"], condition.get("op")
+
+
+def _check_condition(ctx: CheckContext, entity: Entity, condition: Any, where: Source | None,
+                     owner: str) -> Iterator[Diagnostic]:
+    for path, op in _condition_fields(condition):
+        found, problem = ctx.resolve_path(entity, path)
+        if found is None:
+            yield ctx.error("condition.field", f"{owner}: {problem}", where)
+        if op is not None and op not in ctx.operators:
+            yield ctx.error("condition.operator", f"{owner}: unknown operator `{op}`", where,
+                            did_you_mean(op, ctx.operators))
+
+
+def check_forms(ctx: CheckContext) -> Iterator[Diagnostic]:
+    defaults: dict[str, str] = {}
+    for form in ctx.scope.forms.values():
+        entity = ctx.scope.entities.get(form.entity)
+        if entity is None:
+            yield ctx.error("form.unknown-entity", f"form `{form.key}` is for `{form.entity}`, "
+                            "which is not an entity of the enabled modules", form.source,
+                            did_you_mean(form.entity, ctx.scope.entities))
+            continue
+        if form.default:
+            if form.entity in defaults:
+                yield ctx.error("form.two-defaults", f"{form.entity} has two default forms: "
+                                f"`{defaults[form.entity]}` and `{form.key}`", form.source)
+            defaults[form.entity] = form.key
+        seen: set[str] = set()
+        for section in form.sections:
+            yield from _check_condition(ctx, entity, section.visible_when, form.source,
+                                        f"form `{form.key}`")
+            for item in section.fields:
+                if entity.get_field(item.field) is None:
+                    yield ctx.error("form.unknown-field", f"form `{form.key}` places `{item.field}`"
+                                    f", which is not a field of {entity.key}", item.source,
+                                    did_you_mean(item.field, entity.field_names))
+                elif item.field in seen:
+                    yield ctx.error("form.duplicate-field", f"form `{form.key}` places "
+                                    f"`{item.field}` twice", item.source)
+                seen.add(item.field)
+                for condition in (item.visible_when, item.read_only_when):
+                    yield from _check_condition(ctx, entity, condition, item.source,
+                                                f"form `{form.key}`")
+
+
+def check_views(ctx: CheckContext) -> Iterator[Diagnostic]:
+    defaults: dict[str, str] = {}
+    for view in ctx.scope.views.values():
+        entity = ctx.scope.entities.get(view.entity)
+        if entity is None:
+            yield ctx.error("view.unknown-entity", f"view `{view.key}` is for `{view.entity}`, "
+                            "which is not an entity of the enabled modules", view.source,
+                            did_you_mean(view.entity, ctx.scope.entities))
+            continue
+        if view.default:
+            if view.entity in defaults:
+                yield ctx.error("view.two-defaults", f"{view.entity} has two default views: "
+                                f"`{defaults[view.entity]}` and `{view.key}`", view.source)
+            defaults[view.entity] = view.key
+        known = set(entity.field_names) | SYSTEM_COLUMNS
+        for column in view.columns:
+            if column.field in SYSTEM_COLUMNS:
+                continue
+            found, problem = ctx.resolve_path(entity, column.field)
+            if found is None:
+                yield ctx.error("view.unknown-column", f"view `{view.key}`: {problem}",
+                                column.source)
+        for what, names in (("sort", [k.field for k in view.sort]),
+                            ("quick_filters", view.quick_filters), ("search", view.search)):
+            for name in names:
+                if name not in known:
+                    yield ctx.error(f"view.unknown-{what.replace('_', '-')}",
+                                    f"view `{view.key}` {what} names `{name}`, which is not a "
+                                    f"field of {entity.key}", view.source,
+                                    did_you_mean(name, known))
+        yield from _check_condition(ctx, entity, view.filter, view.source,
+                                    f"view `{view.key}` filter")
+
+
+BUILTIN_CHECKS: tuple[Check, ...] = (
+    check_reserved_names, check_references, check_entity_parts, check_forms, check_views,
+)
+
+
+@hookimpl
+def register_checks() -> list[Check]:
+    return list(BUILTIN_CHECKS)

@@ -1,0 +1,387 @@
+"""The Registry: the compiled, immutable picture of one tenant's definitions.
+
+Generators, views and migrations read only these frozen dataclasses, never YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .formula import Formula
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenDict(Mapping[K, V], Generic[K, V]):
+    """An immutable, hashable, picklable mapping that keeps insertion order."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, items: Mapping[K, V] | Any = ()) -> None:
+        self._data: dict[K, V] = dict(items)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: K) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self._data.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._data) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({self._data!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (self._data,))
+
+
+def freeze(value: Any) -> Any:
+    """Deep-freeze plain YAML values (dicts become FrozenDict, lists become tuples)."""
+    if isinstance(value, Mapping):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The plain-JSON form of a frozen value."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+ANY_LOCALE = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Text shown to people, per locale; plain strings are stored under ``*``."""
+
+    values: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, spec: str | Mapping[str, str] | None, fallback: str = "") -> Text:
+        if spec is None:
+            return cls(((ANY_LOCALE, fallback),)) if fallback else cls(())
+        if isinstance(spec, str):
+            return cls(((ANY_LOCALE, spec),))
+        return cls(tuple(spec.items()))
+
+    def merged(self, other: Text) -> Text:
+        """This text with `other`'s locales laid over it."""
+        if other.values and other.values[0][0] == ANY_LOCALE and len(other.values) == 1:
+            return other
+        values = dict(self.values)
+        values.update(other.values)
+        return Text(tuple(values.items()))
+
+    def get(self, locale: str | None = None, default: str = "") -> str:
+        """The text for `locale`: exact, same script or language, any, English, first."""
+        values = dict(self.values)
+        if not values:
+            return default
+        if locale:
+            if locale in values:
+                return values[locale]
+            language = locale.split("-")[0]
+            for key, text in values.items():
+                if key.split("-")[0] == language and (key == language or locale == language):
+                    return text
+        for key in (ANY_LOCALE, "en"):
+            if key in values:
+                return values[key]
+        return next(iter(values.values()))
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def __str__(self) -> str:
+        return self.get()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a definition came from (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One value of an enum or multi_enum field."""
+
+    value: str
+    label: Text
+    color: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of an entity, its type resolved and its options normalised."""
+
+    name: str
+    id: str
+    type: str
+    label: Text
+    help: Text = Text(())
+    required: bool = False
+    unique: bool = False
+    index: bool = False
+    default: Any = None
+    read_only: bool = False
+    hidden: bool = False
+    min: Any = None
+    max: Any = None
+    max_length: int | None = None
+    pattern: str | None = None
+    options: tuple[Option, ...] = ()
+    precision: int | None = None
+    scale: int | None = None
+    currency: str | None = None
+    target: str | None = None
+    on_delete: str | None = None
+    via: str | None = None
+    autonumber: str | None = None
+    formula: Formula | None = None
+    returns: str | None = None
+    renamed_from: tuple[str, ...] = ()
+    stored: bool = True
+    origin: str = "module"
+    params: FrozenDict[str, Any] = field(default_factory=FrozenDict)
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def option_values(self) -> tuple[str, ...]:
+        return tuple(o.value for o in self.options)
+
+    def option(self, value: str) -> Option | None:
+        return next((o for o in self.options if o.value == value), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """An index over one or more stored fields."""
+
+    name: str
+    fields: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A record type: its fields in display order plus presentation."""
+
+    module: str
+    name: str
+    id: str
+    label: Text
+    fields: tuple[Field, ...]
+    plural_label: Text = Text(())
+    description: Text = Text(())
+    title: str | None = None
+    icon: str | None = None
+    search: tuple[str, ...] = ()
+    indexes: tuple[Index, ...] = ()
+    renamed_from: tuple[str, ...] = ()
+    source: Source | None = field(default=None, compare=False)
+    _by_name: FrozenDict[str, Field] = field(default_factory=FrozenDict, compare=False,
+                                              repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", FrozenDict({f.name: f for f in self.fields}))
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def field(self, name: str) -> Field:
+        return self._by_name[name]
+
+    def get_field(self, name: str) -> Field | None:
+        return self._by_name.get(name)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(self._by_name)
+
+    @property
+    def stored_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.stored)
+
+
+@dataclass(frozen=True, slots=True)
+class FormField:
+    field: str
+    help: Text = Text(())
+    span: int = 1
+    visible_when: Any = None
+    read_only_when: Any = None
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    name: str
+    label: Text
+    fields: tuple[FormField, ...]
+    columns: int = 1
+    collapsed: bool = False
+    visible_when: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A form layout for one entity."""
+
+    module: str
+    name: str
+    entity: str
+    label: Text
+    sections: tuple[Section, ...]
+    default: bool = False
+    origin: str = "module"
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.field for s in self.sections for f in s.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    field: str
+    label: Text = Text(())
+    width: int | None = None
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    field: str
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A list view of one entity."""
+
+    module: str
+    name: str
+    entity: str
+    label: Text
+    columns: tuple[Column, ...]
+    sort: tuple[SortKey, ...] = ()
+    filter: Any = None
+    quick_filters: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    page_size: int = 50
+    default: bool = False
+    origin: str = "module"
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """A module manifest and the entities it declares."""
+
+    name: str
+    version: str
+    label: Text
+    owner: str
+    depends: tuple[str, ...] = ()
+    entities: tuple[str, ...] = ()
+    description: Text = Text(())
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A business unit that shapes definitions with its own overlays."""
+
+    name: str
+    label: Text
+    parent: str | None = None
+    team: str | None = None
+    modules: tuple[str, ...] = ()
+    overlays: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A link between entities, seen from the side that stores it."""
+
+    kind: str  # reference | many_to_many
+    source: str
+    field: str
+    target: str
+    on_delete: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one business unit (or the tenant as a whole, unit None) sees."""
+
+    unit: str | None
+    modules: tuple[str, ...]
+    entities: FrozenDict[str, Entity]
+    forms: FrozenDict[str, Form]
+    views: FrozenDict[str, View]
+
+    def forms_for(self, entity: str) -> tuple[Form, ...]:
+        return tuple(f for f in self.forms.values() if f.entity == entity)
+
+    def views_for(self, entity: str) -> tuple[View, ...]:
+        return tuple(v for v in self.views.values() if v.entity == entity)
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class Registry:
+    """One compiled set of definitions; `version` is its content hash."""
+
+    version: str
+    modules: FrozenDict[str, Module]
+    entities: FrozenDict[str, Entity]
+    scopes: FrozenDict[str, Scope]
+    units: FrozenDict[str, Unit]
+    relations: tuple[Relation, ...] = ()
+
+    def scope(self, unit: str | None = None) -> Scope:
+        """The definitions as `unit` sees them (None: the tenant as a whole)."""
+        return self.scopes[unit or ""]
+
+    def entity(self, key: str, unit: str | None = None) -> Entity:
+        """An entity as stored (unit None) or as `unit` sees it."""
+        return self.entities[key] if unit is None else self.scope(unit).entities[key]
+
+    def incoming(self, key: str) -> tuple[Relation, ...]:
+        """Relations whose target is entity `key` (records that reference it)."""
+        return tuple(r for r in self.relations if r.target == key)
