@@ -41,6 +41,8 @@ class FieldType:
     coerce: Callable[[Any, Mapping[str, Any]], Any] | None = None
     check_spec: Callable[[Mapping[str, Any]], Iterable[SpecProblem]] | None = None
     example: str = ""
+    storage: str | None = None
+    """The built-in storage this type uses (default: its own name); plugin types name one."""
 
     @property
     def accepted_options(self) -> tuple[str, ...]:
@@ -277,8 +279,7 @@ def check_formula(spec: Mapping[str, Any]) -> Iterable[SpecProblem]:
         try:
             parse_formula(expression)
         except FormulaError as exc:
-            yield (("expression",), f"formula error: {exc.message} (character {exc.offset + 1})",
-                   None)
+            yield ("expression",), f"formula error: {exc.message}", None
 
 
 # -- schema fragments -----------------------------------------------------------------------

@@ -30,13 +30,15 @@ class Loaded:
 
 
 class DocumentStore:
-    """Loads definition files once; an unchanged file (same stat, or same bytes) is reused."""
+    """Loads definition files once; an unchanged file (same stat, or same bytes) is reused.
+
+    Only the newest version of each path is kept, so reloads do not accumulate.
+    """
 
     def __init__(self, library: Library, validator: SchemaValidator) -> None:
         self.library = library
         self.validator = validator
-        self._stats: dict[Path, tuple[tuple[int, int, int], str]] = {}
-        self._loaded: dict[tuple[str, str], Loaded] = {}
+        self._stats: dict[Path, tuple[tuple[int, int, int], Loaded]] = {}
 
     def load(self, path: Path) -> Loaded:
         display = self.library.display(path)
@@ -47,15 +49,15 @@ class DocumentStore:
                 "yaml.unreadable", f"cannot read file: {exc.strerror}", display),))
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         cached = self._stats.get(path)
-        if cached and cached[0] == key and (display, cached[1]) in self._loaded:
-            return self._loaded[(display, cached[1])]
+        if cached and cached[0] == key and cached[1].file == display:
+            return cached[1]
         raw = path.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
-        self._stats[path] = (key, digest)
-        loaded = self._loaded.get((display, digest))
-        if loaded is None:
+        if cached and cached[1].digest == digest and cached[1].file == display:
+            loaded = cached[1]
+        else:
             loaded = self._parse(raw, display, digest)
-            self._loaded[(display, digest)] = loaded
+        self._stats[path] = (key, loaded)
         return loaded
 
     def _parse(self, raw: bytes, display: str, digest: str) -> Loaded:
