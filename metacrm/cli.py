@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -15,6 +16,17 @@ from .metadata.describe import describe_entity
 from .metadata.diagnostics import Diagnostic
 from .metadata.library import Library
 from .metadata.schemas import build_all
+
+if TYPE_CHECKING:
+    from .platform.runtime import Platform
+
+
+def _platform(ctx: click.Context) -> Platform:
+    """The platform of the project at --root (databases per $METACRM_DATABASE_URL)."""
+    from .platform.runtime import Platform
+    from .platform.settings import Settings
+
+    return Platform(Settings.from_env(ctx.obj.root))
 
 
 def _root_default() -> str:
@@ -159,3 +171,175 @@ def schema(ctx: click.Context, out: Path) -> None:
         target = out / compiler.kinds[kind_name].schema_file
         target.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", "utf-8")
         click.echo(f"wrote {target}")
+
+
+# -- tenants and migrations -----------------------------------------------------------------
+
+@main.group()
+def tenant() -> None:
+    """Create, list and archive tenants."""
+
+
+@tenant.command("create")
+@click.argument("slug")
+@click.option("--allow-destructive", is_flag=True, help="Apply lossy changes (archiving).")
+@click.pass_context
+def tenant_create(ctx: click.Context, slug: str, allow_destructive: bool) -> None:
+    """Provision SLUG from tenants/SLUG/tenant.yaml: database, tables, store record."""
+    platform = _platform(ctx)
+    try:
+        report = platform.create_tenant(slug, allow_destructive=allow_destructive)
+    finally:
+        platform.close()
+    click.echo(report.format())
+    if report.plan is not None and report.plan.steps:
+        click.echo(report.plan.format())
+    sys.exit(0 if report.ok else 1)
+
+
+@tenant.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def tenant_list(ctx: click.Context, fmt: str) -> None:
+    """List provisioned tenants, and defined ones not yet created."""
+    platform = _platform(ctx)
+    try:
+        records = platform.store.list()
+        defined = set(ctx.obj.tenant_slugs())
+    finally:
+        platform.close()
+    rows = [{"slug": r.slug, "status": r.status, "version": r.metadata_version,
+             "label": r.label} for r in records]
+    known = {r.slug for r in records}
+    rows += [{"slug": s, "status": "not created", "version": None, "label": ""}
+             for s in sorted(defined - known)]
+    if fmt == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['slug']:<20} {row['status']:<12} {row['version'] or '-':<18} "
+                   f"{row['label']}")
+
+
+@tenant.command("archive")
+@click.argument("slug")
+@click.pass_context
+def tenant_archive(ctx: click.Context, slug: str) -> None:
+    """Stop serving SLUG; its data is kept."""
+    platform = _platform(ctx)
+    try:
+        archived = platform.archive_tenant(slug)
+    finally:
+        platform.close()
+    if not archived:
+        raise click.ClickException(f"no active tenant {slug!r}")
+    click.echo(f"archived {slug} (data kept)")
+
+
+def _slugs(platform: Platform, slug: str | None, every: bool) -> list[str]:
+    if every == (slug is not None):
+        raise click.UsageError("name one TENANT or give --all")
+    return platform.active_slugs() if every else [slug]  # type: ignore[list-item]
+
+
+@main.command()
+@click.argument("slug", metavar="TENANT", required=False)
+@click.option("--all", "every", is_flag=True, help="Every active tenant.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def plan(ctx: click.Context, slug: str | None, every: bool, fmt: str) -> None:
+    """Print the schema changes `migrate` would make (exit 1 if any would be refused)."""
+    platform = _platform(ctx)
+    refused = False
+    out = []
+    try:
+        for name in _slugs(platform, slug, every):
+            the_plan, diagnostics = platform.plan(name)
+            if the_plan is None:
+                refused = True
+                out.append({"tenant": name, "error": "definitions do not compile",
+                            "diagnostics": [d.to_dict() for d in diagnostics]})
+                if fmt == "text":
+                    click.echo(f"{name}: definitions do not compile")
+                    for diagnostic in diagnostics:
+                        click.echo(diagnostic.format())
+                continue
+            refused = refused or bool(the_plan.refusals())
+            out.append(the_plan.to_dict())
+            if fmt == "text":
+                click.echo(the_plan.format())
+    finally:
+        platform.close()
+    if fmt == "json":
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+    sys.exit(1 if refused else 0)
+
+
+def _apply(ctx: click.Context, slug: str | None, every: bool, allow_destructive: bool) -> None:
+    platform = _platform(ctx)
+    failed = False
+    try:
+        for name in _slugs(platform, slug, every):
+            report = platform.reload(name, allow_destructive=allow_destructive)
+            click.echo(report.format())
+            if report.plan is not None and report.plan.steps:
+                click.echo(report.plan.format())
+            failed = failed or not report.ok
+    finally:
+        platform.close()
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("slug", metavar="TENANT", required=False)
+@click.option("--all", "every", is_flag=True, help="Every active tenant.")
+@click.option("--allow-destructive", is_flag=True,
+              help="Apply lossy changes; removed columns are archived (renamed), never dropped.")
+@click.pass_context
+def migrate(ctx: click.Context, slug: str | None, every: bool, allow_destructive: bool) -> None:
+    """Apply the planned schema changes and record the new metadata version."""
+    _apply(ctx, slug, every, allow_destructive)
+
+
+@main.command()
+@click.argument("slug", metavar="TENANT", required=False)
+@click.option("--all", "every", is_flag=True, help="Every active tenant.")
+@click.pass_context
+def reload(ctx: click.Context, slug: str | None, every: bool) -> None:
+    """Compile, migrate and publish changed definitions; running servers pick them up.
+
+    An invalid definition or a refused plan leaves the serving version in place.
+    """
+    _apply(ctx, slug, every, False)
+
+
+@main.command()
+@click.option("--tenant", "slugs", multiple=True, default=("acme",), show_default=True,
+              help="Tenant(s) to provision before serving.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--watch/--no-watch", default=True, help="Reload when YAML files change.")
+@click.pass_context
+def run(ctx: click.Context, slugs: tuple[str, ...], host: str, port: int, watch: bool) -> None:
+    """Provision the tenant(s) and serve them (development server)."""
+    from werkzeug.serving import run_simple
+
+    from .platform.app import create_app
+    from .platform.runtime import Platform
+    from .platform.settings import Settings
+    from .platform.watcher import watch as start_watcher
+
+    settings = Settings.from_env(ctx.obj.root)
+    platform = Platform(settings)
+    for slug in slugs:
+        report = platform.create_tenant(slug)
+        click.echo(report.format())
+        if not report.ok:
+            raise click.ClickException(f"tenant {slug!r} could not be provisioned")
+    app = create_app(settings, platform)
+    if watch:
+        start_watcher(platform, lambda r: click.echo(r.format()))
+    for slug in slugs:
+        click.echo(f"serving {slug} at http://{host}:{port}/t/{slug}/  "
+                   "(login: none yet, authentication arrives with the API)")
+    run_simple(host, port, app, threaded=True, use_reloader=False)

@@ -78,9 +78,13 @@ class Compiler:
 
     # -- public entry points ----------------------------------------------------------------
 
-    def compile_tenant(self, slug: str) -> CompileResult:
-        """Compile tenant `slug` from tenants/<slug>/tenant.yaml."""
-        return self._compile_file(self.library.tenant_file(slug))
+    def compile_tenant(self, slug: str, trace: dict[str, Any] | None = None) -> CompileResult:
+        """Compile tenant `slug` from tenants/<slug>/tenant.yaml.
+
+        `trace`, when given, receives each pass's output (see metadata/snapshot.py) and
+        bypasses the result cache.
+        """
+        return self._compile_file(self.library.tenant_file(slug), trace)
 
     def compile_library(self, modules: Iterable[str] | None = None) -> CompileResult:
         """Compile modules on their own (all of them by default), with no tenant overlays."""
@@ -100,7 +104,8 @@ class Compiler:
 
     # -- pipeline ---------------------------------------------------------------------------
 
-    def _compile_file(self, tenant_file: Path) -> CompileResult:
+    def _compile_file(self, tenant_file: Path, trace: dict[str, Any] | None = None
+                      ) -> CompileResult:
         loaded = self.store.load(tenant_file)
         if loaded.doc is None or loaded.kind is None or loaded.diagnostics:
             return CompileResult(None, None, loaded.diagnostics or (
@@ -114,7 +119,7 @@ class Compiler:
         local_modules = (directory / "modules",)
         fingerprint = self._fingerprint(doc, directory, local_modules, loaded.digest)
         cached = self._results.get(fingerprint)
-        if cached is not None:
+        if cached is not None and trace is None:
             return cached
         sink = DiagnosticSink()
         config = tenant_config(doc, directory, sink)
@@ -129,7 +134,9 @@ class Compiler:
             items = overlay_files(self.store, doc, directory, unit.overlays,
                                   ("business_units", name, "overlays"), sink)
             layers.append((name, unit.team or config.team, items))
-        result = self._finish(config, sources, order, layers, sink)
+        if trace is not None:
+            trace.update(tenant=loaded, sources=sources, layers=layers)
+        result = self._finish(config, sources, order, layers, sink, trace)
         result = CompileResult(result.tenant, result.registry, result.diagnostics, fingerprint)
         if result.ok:
             self._results = {k: v for k, v in self._results.items()
@@ -139,7 +146,7 @@ class Compiler:
 
     def _finish(self, config: TenantConfig, sources: dict[str, ModuleSource], order: list[str],
                 layers: list[tuple[str | None, str | None, list[Any]]],
-                sink: DiagnosticSink) -> CompileResult:
+                sink: DiagnosticSink, trace: dict[str, Any] | None = None) -> CompileResult:
         base = base_scope(order, sources, sink)
         scopes: dict[str, ScopeDraft] = {}
         for unit, team, items in layers:
@@ -158,6 +165,8 @@ class Compiler:
         units = {n: thaw(_unit_json(u)) for n, u in config.units.items()}
         version = content_hash({n: _module_json(m) for n, m in modules.items()}, units,
                                list(scopes.values()))
+        if trace is not None:
+            trace.update(order=order, scopes=scopes, version=version)
         if sink.has_errors:
             return CompileResult(config, None, sink.sorted())
         shared = self._registries.get(version)
@@ -231,7 +240,7 @@ def _dependency_closure(names: list[str], sources: dict[str, ModuleSource]) -> l
 
 def _module_json(module: Module) -> dict[str, Any]:
     return {"version": module.version, "owner": module.owner, "depends": list(module.depends),
-            "label": list(module.label.values)}
+            "label": list(module.label.values), "description": list(module.description.values)}
 
 
 def _unit_json(unit: Any) -> dict[str, Any]:

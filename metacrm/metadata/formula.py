@@ -35,6 +35,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 __all__ = [
+    "DECIMAL_PRECISION",
     "MAX_DEPTH",
     "MAX_NODES",
     "MAX_STRING_LENGTH",
@@ -60,6 +61,7 @@ MAX_NODES: Final = 500
 MAX_STRING_LENGTH: Final = 10_000
 """Longest text a formula may produce."""
 DECIMAL_PRECISION: Final = 28
+"""Significant digits kept by decimal arithmetic."""
 
 
 class FormulaError(ValueError):

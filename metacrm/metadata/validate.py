@@ -131,7 +131,7 @@ class SchemaValidator:
                 if not isinstance(spec, Mapping):
                     continue
                 field_type = spec.get("type")
-                if field_type in self.types:
+                if isinstance(field_type, str) and field_type in self.types:
                     pair = self._fields[f"field_{field_type}"]
                 elif overlay and "type" not in spec:
                     pair = self._fields["field_patch"]

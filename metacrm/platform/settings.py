@@ -20,13 +20,15 @@ class Settings:
     var_dir: Path
     database_url: str | None = None
     secret_key: str = "dev-only-secret"
+    base_domain: str | None = None
 
     @classmethod
     def from_env(cls, root: Path | str | None = None) -> Settings:
         base = Path(root or os.environ.get("METACRM_ROOT", ".")).resolve()
         var = Path(os.environ.get("METACRM_VAR", base / "var")).resolve()
         return cls(base, var, os.environ.get("METACRM_DATABASE_URL") or None,
-                   os.environ.get("METACRM_SECRET_KEY", "dev-only-secret"))
+                   os.environ.get("METACRM_SECRET_KEY", "dev-only-secret"),
+                   os.environ.get("METACRM_BASE_DOMAIN") or None)
 
     @property
     def is_postgres(self) -> bool:

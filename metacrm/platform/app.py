@@ -1,0 +1,61 @@
+"""The app factory: the platform, the tenant dispatcher and each version's sub-app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify
+
+from ..metadata.describe import text
+from .runtime import Platform, TenantRuntime
+from .settings import Settings
+from .tenancy import ENVIRON_KEY, TenantDispatcher
+
+
+def tenant_app(platform: Platform, runtime: TenantRuntime) -> Flask:
+    """The sub-app serving one tenant on one Registry version."""
+    app = Flask(f"metacrm.tenant.{runtime.slug}.{runtime.version}")
+    app.extensions["metacrm.platform"] = platform
+    app.extensions["metacrm.runtime"] = runtime
+
+    @app.get("/")
+    def home() -> Any:
+        return jsonify(tenant=runtime.slug, version=runtime.version,
+                       modules=list(runtime.registry.modules),
+                       api="/api/v1/_meta")
+
+    @app.get("/api/v1/_meta")
+    def meta() -> Any:
+        registry = runtime.registry
+        return jsonify(version=registry.version, entities=[
+            {"key": key, "label": text(entity.label),
+             "fields": [f.name for f in entity.fields]}
+            for key, entity in registry.entities.items()])
+
+    return app
+
+
+def create_app(settings: Settings | None = None, platform: Platform | None = None) -> Flask:
+    """The WSGI app of a metacrm installation; per-app state lives in app.extensions."""
+    settings = settings or Settings.from_env()
+    platform = platform or Platform(settings)
+    app = Flask("metacrm")
+    app.extensions["metacrm.platform"] = platform
+
+    @app.get("/")
+    def index() -> Any:
+        return jsonify(tenants=[{"slug": t.slug, "url": f"/t/{t.slug}/"}
+                                for t in platform.store.list() if t.status == "active"])
+
+    @app.get("/_health")
+    def health() -> Any:
+        return jsonify(status="ok")
+
+    dispatcher = TenantDispatcher(platform, tenant_app, app.wsgi_app,
+                                  base_domain=settings.base_domain)
+    app.extensions["metacrm.dispatcher"] = dispatcher
+    app.wsgi_app = dispatcher  # type: ignore[method-assign]
+    return app
+
+
+__all__ = ["ENVIRON_KEY", "create_app", "tenant_app"]

@@ -1,0 +1,249 @@
+"""The running platform: every tenant's current Registry, tables and database, swapped whole.
+
+A reload compiles the definitions, plans and applies the migration, and only then
+swaps the tenant's runtime. An invalid definition or a refused plan keeps the old
+runtime serving and says why. Processes converge through the version recorded in
+each tenant's own database, checked at most once per ``check_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from ..generators.catalog import Catalog
+from ..generators.planner import Plan
+from ..generators.specs import TableSpec, registry_specs
+from ..generators.tables import TenantTables, build_tables
+from ..metadata.compiler import Compiler
+from ..metadata.diagnostics import Diagnostic
+from ..metadata.ir import Registry
+from ..metadata.library import Library
+from ..metadata.resolve import TenantConfig
+from .database import Databases, TenantDatabase
+from .migrator import MigrationRefused, migrate, plan_only
+from .settings import Settings
+from .store import PlatformStore
+
+
+class CompiledCache(OrderedDict):
+    """A bounded statement cache for one Registry version (dropped with the version)."""
+
+    def __init__(self, size: int = 500) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRuntime:
+    """One tenant on one Registry version: everything a request needs."""
+
+    slug: str
+    config: TenantConfig
+    registry: Registry
+    tables: TenantTables
+    db: TenantDatabase
+    compiled_cache: CompiledCache = field(default_factory=CompiledCache, compare=False)
+
+    @property
+    def version(self) -> str:
+        return self.registry.version
+
+    def connect(self) -> Any:
+        """A connection bound to this tenant and this version's statement cache."""
+        return self.db.connect(compiled_cache=self.compiled_cache)
+
+    def begin(self) -> Any:
+        return self.db.begin(compiled_cache=self.compiled_cache)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    """What a reload did for one tenant."""
+
+    slug: str
+    ok: bool
+    changed: bool
+    version: str | None
+    previous: str | None
+    diagnostics: tuple[Diagnostic, ...] = ()
+    plan: Plan | None = None
+    error: str | None = None
+
+    def format(self) -> str:
+        if not self.ok:
+            head = f"{self.slug}: kept version {self.previous or 'none'}"
+            body = [d.format() for d in self.diagnostics]
+            if self.error:
+                body.append(self.error)
+            return "\n".join([head, *body])
+        if not self.changed:
+            return f"{self.slug}: unchanged at {self.version}"
+        return f"{self.slug}: {self.previous or 'new'} → {self.version}"
+
+
+class UnknownTenant(LookupError):
+    """No active tenant by that slug."""
+
+
+class Platform:
+    """Per-app state: compiler, databases, platform store and tenants' runtimes."""
+
+    def __init__(self, settings: Settings, plugin_manager: pluggy.PluginManager | None = None,
+                 *, check_interval: float = 1.0) -> None:
+        self.settings = settings
+        self.library = Library.at(settings.root)
+        self.compiler = Compiler(self.library, plugin_manager)
+        self.databases = Databases(settings)
+        self.store = PlatformStore(self.databases)
+        self.check_interval = check_interval
+        self._runtimes: dict[str, TenantRuntime] = {}
+        self._checked: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self.store.upgrade()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._runtimes.clear()
+        self.databases.dispose()
+
+    def desired_specs(self, registry: Registry) -> dict[str, TableSpec]:
+        return registry_specs(registry, self.compiler.types)
+
+    def create_tenant(self, slug: str, *, allow_destructive: bool = False) -> ReloadReport:
+        """Provision tenant `slug` from tenants/<slug>/tenant.yaml (idempotent)."""
+        result = self.compiler.compile_tenant(slug)
+        if result.registry is None or result.tenant is None:
+            return ReloadReport(slug, False, False, None, None, result.diagnostics,
+                                error=f"tenant {slug!r} does not compile")
+        self.store.add(slug, result.tenant.label.get(result.tenant.locale))
+        return self.reload(slug, allow_destructive=allow_destructive)
+
+    def archive_tenant(self, slug: str) -> bool:
+        with self._lock:
+            self._runtimes.pop(slug, None)
+        return self.store.archive(slug)
+
+    def active_slugs(self) -> list[str]:
+        return [t.slug for t in self.store.list() if t.status == "active"]
+
+    # -- reload -------------------------------------------------------------------------------
+
+    def plan(self, slug: str) -> tuple[Plan | None, tuple[Diagnostic, ...]]:
+        """The migration `reload` would apply now, or the diagnostics blocking it."""
+        result = self.compiler.compile_tenant(slug)
+        if result.registry is None:
+            return None, result.diagnostics
+        db = self.databases.tenant(slug)
+        return plan_only(db, self.desired_specs(result.registry), result.registry.version), \
+            result.diagnostics
+
+    def reload(self, slug: str, *, allow_destructive: bool = False) -> ReloadReport:
+        """Compile, migrate and swap tenant `slug`; on any failure keep the old runtime."""
+        with self._lock:
+            previous = self._runtimes.get(slug)
+            previous_version = previous.version if previous else self._db_version(slug)
+            result = self.compiler.compile_tenant(slug)
+            if result.registry is None or result.tenant is None:
+                return ReloadReport(slug, False, False, None, previous_version,
+                                    result.diagnostics, error="definitions do not compile")
+            registry = result.registry
+            db = self.databases.tenant(slug)
+            desired = self.desired_specs(registry)
+            try:
+                migration = migrate(db, desired, registry.version,
+                                    allow_destructive=allow_destructive)
+            except MigrationRefused as refused:
+                self.store.record_migration(slug, refused.plan.to_dict(), "refused",
+                                            destructive=True, error=str(refused))
+                return ReloadReport(slug, False, False, None, previous_version,
+                                    result.diagnostics, refused.plan, str(refused))
+            except Exception as exc:
+                return ReloadReport(slug, False, False, None, previous_version,
+                                    result.diagnostics, error=f"migration failed: {exc}")
+            if migration.applied:
+                self.store.record_migration(
+                    slug, migration.plan.to_dict(), "applied",
+                    destructive=bool(migration.plan.destructive), seconds=migration.seconds)
+            self.store.record_version(slug, registry.version, {
+                "entities": len(registry.entities), "units": list(registry.units)})
+            self._swap(slug, result.tenant, registry, db, desired)
+            return ReloadReport(slug, True, previous_version != registry.version,
+                                registry.version, previous_version, result.diagnostics,
+                                migration.plan)
+
+    def reload_all(self, *, allow_destructive: bool = False) -> Iterator[ReloadReport]:
+        for slug in self.active_slugs():
+            yield self.reload(slug, allow_destructive=allow_destructive)
+
+    def _swap(self, slug: str, config: TenantConfig, registry: Registry, db: TenantDatabase,
+              desired: dict[str, TableSpec]) -> TenantRuntime:
+        current = self._runtimes.get(slug)
+        if current is not None and current.registry is registry and current.config == config:
+            self._checked[slug] = time.monotonic()
+            return current
+        keys = {entity.id: key for key, entity in registry.entities.items()}
+        runtime = TenantRuntime(slug, config, registry, build_tables(desired, keys), db)
+        self._runtimes[slug] = runtime
+        self._checked[slug] = time.monotonic()
+        return runtime
+
+    def _db_version(self, slug: str) -> str | None:
+        db = self.databases.tenant(slug)
+        catalog = Catalog()
+        with db.connect() as connection:
+            if not catalog.exists(connection):
+                return None
+            return catalog.version(connection)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def runtime(self, slug: str) -> TenantRuntime:
+        """The tenant's current runtime, converging on the version its database records."""
+        runtime = self._runtimes.get(slug)
+        now = time.monotonic()
+        if runtime is not None and now - self._checked.get(slug, 0.0) < self.check_interval:
+            return runtime
+        with self._lock:
+            runtime = self._runtimes.get(slug)
+            if runtime is None:
+                record = self.store.get(slug)
+                if record is None or record.status != "active":
+                    raise UnknownTenant(slug)
+                return self._adopt(slug)
+            if self._db_version(slug) != runtime.version:
+                return self._adopt(slug)
+            self._checked[slug] = now
+            return runtime
+
+    def _adopt(self, slug: str) -> TenantRuntime:
+        """Take the version another process migrated to (files are shared by deployment)."""
+        result = self.compiler.compile_tenant(slug)
+        db_version = self._db_version(slug)
+        current = self._runtimes.get(slug)
+        if result.registry is None or result.tenant is None or db_version is None:
+            if current is not None:
+                return current
+            raise UnknownTenant(slug)
+        if result.registry.version != db_version:
+            report = self.reload(slug)
+            if not report.ok and current is not None:
+                return current
+            if not report.ok:
+                raise UnknownTenant(slug)
+            return self._runtimes[slug]
+        db = self.databases.tenant(slug)
+        return self._swap(slug, result.tenant, result.registry, db,
+                          self.desired_specs(result.registry))
