@@ -14,10 +14,12 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from .engines.conditions.operators import Operator
     from .metadata.checks import CheckContext
     from .metadata.diagnostics import Diagnostic
     from .metadata.fieldtypes import FieldType
     from .metadata.kinds import DefinitionKind
+    from .platform.events import RecordEvent
 
 PROJECT = "metacrm"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -40,3 +42,19 @@ def register_definition_kinds() -> list[DefinitionKind]:
 @hookspec
 def register_checks() -> list[Callable[[CheckContext], Iterable[Diagnostic]]]:
     """Return semantic checks run over every compiled tenant; each yields diagnostics."""
+
+
+# -- engines (run time) ---------------------------------------------------------------------
+
+
+@hookspec
+def register_condition_operators() -> list[Operator]:
+    """Return condition operators (name, SQL and Python forms) for filters and rules."""
+
+
+# -- records (run time) ---------------------------------------------------------------------
+
+
+@hookspec
+def record_event(event: RecordEvent) -> None:
+    """Called after a record is created, updated, deleted or restored (committed)."""

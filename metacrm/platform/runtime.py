@@ -23,6 +23,7 @@ from ..generators.specs import TableSpec, registry_specs
 from ..generators.tables import TenantTables, build_tables
 from ..metadata.compiler import Compiler
 from ..metadata.diagnostics import Diagnostic
+from ..metadata.fieldtypes import FieldTypeRegistry
 from ..metadata.ir import Registry
 from ..metadata.library import Library
 from ..metadata.resolve import TenantConfig
@@ -30,6 +31,7 @@ from .database import Databases, TenantDatabase
 from .migrator import MigrationRefused, migrate, plan_only
 from .settings import Settings
 from .store import PlatformStore
+from .systables import ensure_system_tables
 
 
 class CompiledCache(OrderedDict):
@@ -54,7 +56,10 @@ class TenantRuntime:
     registry: Registry
     tables: TenantTables
     db: TenantDatabase
+    types: FieldTypeRegistry
     compiled_cache: CompiledCache = field(default_factory=CompiledCache, compare=False)
+    extras: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Per-version caches (schemas, table access); they go with the version."""
 
     @property
     def version(self) -> str:
@@ -173,6 +178,9 @@ class Platform:
             except Exception as exc:
                 return ReloadReport(slug, False, False, None, previous_version,
                                     result.diagnostics, error=f"migration failed: {exc}")
+            if migration.applied or previous is None:
+                with db.begin() as connection:
+                    ensure_system_tables(connection)
             if migration.applied:
                 self.store.record_migration(
                     slug, migration.plan.to_dict(), "applied",
@@ -195,7 +203,8 @@ class Platform:
             self._checked[slug] = time.monotonic()
             return current
         keys = {entity.id: key for key, entity in registry.entities.items()}
-        runtime = TenantRuntime(slug, config, registry, build_tables(desired, keys), db)
+        runtime = TenantRuntime(slug, config, registry, build_tables(desired, keys), db,
+                                self.compiler.types)
         self._runtimes[slug] = runtime
         self._checked[slug] = time.monotonic()
         return runtime

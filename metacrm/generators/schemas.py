@@ -1,0 +1,148 @@
+"""Registry → marshmallow schemas that validate writes (create and partial update).
+
+Every generated class is made with ``Meta.register = False`` and a name unique to its
+Registry version, so marshmallow's global class registry never resolves a stale one.
+Validation reuses each field type's own value check, so the API accepts exactly what
+definitions accept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields as mf
+from marshmallow import validate as mv
+
+from ..metadata.fieldtypes import FieldTypeRegistry
+from ..metadata.ir import Entity, Field
+
+WRITE_ONLY_SYSTEM = ("row_version",)
+
+
+class StrictDecimal(mf.Decimal):
+    """A decimal from a JSON number or numeric string; never NaN or infinity."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> decimal.Decimal:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        number = super()._deserialize(value, attr, data, **kwargs)
+        if not number.is_finite():
+            raise self.make_error("special")
+        return number
+
+
+class StrictInteger(mf.Integer):
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class AwareDateTime(mf.AwareDateTime):
+    """ISO timestamps; a naive one is taken as UTC."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(default_timezone=dt.UTC, **kwargs)
+
+
+def _type_check(field: Field, types: FieldTypeRegistry):
+    field_type = types.get(field.type)
+    spec = {"max_length": field.max_length, "pattern": field.pattern, "min": field.min,
+            "max": field.max, "options": list(field.option_values), "precision": field.precision,
+            "scale": field.scale}
+
+    def check(value: Any) -> None:
+        if field_type is None:
+            return
+        if isinstance(value, dt.date | dt.datetime):
+            value = value.isoformat()
+        elif isinstance(value, decimal.Decimal):
+            value = str(value)
+        problem = field_type.check_value(value, spec)
+        if problem:
+            raise ma.ValidationError(problem)
+
+    return check
+
+
+def marshmallow_field(field: Field, types: FieldTypeRegistry) -> mf.Field | None:
+    """The input field for one definition field, or None when it is not writable."""
+    if field.read_only or field.type in ("children", "formula", "autonumber"):
+        return None
+    kwargs: dict[str, Any] = {"required": False, "allow_none": not field.required}
+    check = _type_check(field, types)
+    storage = field.type
+    if storage in ("string", "text", "email", "phone", "url"):
+        return mf.String(validate=check, **kwargs)
+    if storage == "integer":
+        return StrictInteger(strict=True, validate=check, **kwargs)
+    if storage in ("decimal", "money"):
+        return StrictDecimal(validate=check, **kwargs)
+    if storage == "boolean":
+        return mf.Boolean(truthy={True}, falsy={False}, **kwargs)
+    if storage == "date":
+        return mf.Date(validate=check, **kwargs)
+    if storage == "datetime":
+        return AwareDateTime(**kwargs)
+    if storage == "enum":
+        return mf.String(validate=mv.OneOf(field.option_values), **kwargs)
+    if storage == "multi_enum":
+        return mf.List(mf.String(validate=mv.OneOf(field.option_values)), **kwargs)
+    if storage == "json":
+        return mf.Raw(**kwargs)
+    if storage == "uuid":
+        return mf.UUID(**kwargs)
+    if storage == "reference":
+        return StrictInteger(strict=True, validate=mv.Range(min=1), **kwargs)
+    if storage == "many_to_many":
+        return mf.List(StrictInteger(strict=True, validate=mv.Range(min=1)),
+                       **{**kwargs, "allow_none": False})
+    return mf.Raw(validate=check, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class EntitySchemas:
+    """The write schemas of one entity as one scope sees it."""
+
+    entity: Entity
+    create: ma.Schema
+    update: ma.Schema
+    writable: frozenset[str]
+
+
+def _schema_class(name: str, fields: Mapping[str, mf.Field]) -> type[ma.Schema]:
+    meta = type("Meta", (), {"register": False, "unknown": ma.RAISE})
+    return type(name, (ma.Schema,), {**fields, "Meta": meta})
+
+
+def build_entity_schemas(entity: Entity, types: FieldTypeRegistry, version: str,
+                         unit: str | None = None) -> EntitySchemas:
+    """Create and update schemas for `entity` (names unique per version and unit)."""
+    fields: dict[str, mf.Field] = {}
+    for field in entity.fields:
+        made = marshmallow_field(field, types)
+        if made is not None:
+            fields[field.name] = made
+    base = f"{entity.module}_{entity.name}_{version}_{unit or 'all'}"
+    create_fields = dict(fields)
+    for field in entity.fields:
+        if field.required and field.name in create_fields and field.default is None:
+            create_fields[field.name].required = True
+    create_class = _schema_class(f"Create_{base}", create_fields)
+    update_fields = {name: _copy(f) for name, f in fields.items()}
+    update_fields["row_version"] = StrictInteger(strict=True, required=False)
+    update_class = _schema_class(f"Update_{base}", update_fields)
+    return EntitySchemas(entity, create_class(), update_class(partial=True), frozenset(fields))
+
+
+def _copy(field: mf.Field) -> mf.Field:
+    import copy
+
+    made = copy.copy(field)
+    made.required = False
+    return made
