@@ -343,3 +343,92 @@ def run(ctx: click.Context, slugs: tuple[str, ...], host: str, port: int, watch:
         click.echo(f"serving {slug} at http://{host}:{port}/t/{slug}/  "
                    "(login: none yet, authentication arrives with the API)")
     run_simple(host, port, app, threaded=True, use_reloader=False)
+
+
+# -- users and tokens -----------------------------------------------------------------------
+
+@main.group()
+def user() -> None:
+    """Manage a tenant's users."""
+
+
+@user.command("create")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("username")
+@click.option("--name", "display_name", help="Display name (default: the username).")
+@click.option("--unit", help="The user's business unit.")
+@click.option("--email")
+@click.pass_context
+def user_create(ctx: click.Context, tenant_slug: str, username: str, display_name: str | None,
+                unit: str | None, email: str | None) -> None:
+    """Create or update USERNAME in TENANT."""
+    from .platform.auth import create_user
+
+    platform = _platform(ctx)
+    try:
+        runtime = platform.runtime(tenant_slug)
+        if unit and unit not in runtime.registry.units:
+            raise click.ClickException(f"tenant {tenant_slug!r} has no business unit {unit!r}")
+        with runtime.begin() as connection:
+            user_id = create_user(connection, username, display_name, business_unit=unit,
+                                  email=email)
+    finally:
+        platform.close()
+    click.echo(f"user {username} (id {user_id}) in {tenant_slug}")
+
+
+@main.group()
+def token() -> None:
+    """Issue and revoke API tokens (stored only as hashes)."""
+
+
+@token.command("create")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("username")
+@click.option("--name", default="cli", show_default=True, help="What the token is for.")
+@click.option("--days", type=int, help="Expire after this many days.")
+@click.pass_context
+def token_create(ctx: click.Context, tenant_slug: str, username: str, name: str,
+                 days: int | None) -> None:
+    """Print a new bearer token for USERNAME (shown once)."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from .platform.auth import issue_token
+    from .platform.systables import system_tables
+
+    platform = _platform(ctx)
+    try:
+        runtime = platform.runtime(tenant_slug)
+        users = system_tables().users
+        with runtime.begin() as connection:
+            user_id = connection.execute(sa.select(users.c.id).where(
+                users.c.username == username)).scalar()
+            if user_id is None:
+                raise click.ClickException(f"no user {username!r} in {tenant_slug}; create one "
+                                           "with `metacrm user create`")
+            secret = issue_token(connection, user_id, name,
+                                 dt.timedelta(days=days) if days else None)
+    finally:
+        platform.close()
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("secret", metavar="TOKEN")
+@click.pass_context
+def token_revoke(ctx: click.Context, tenant_slug: str, secret: str) -> None:
+    """Revoke TOKEN."""
+    from .platform.auth import revoke_token
+
+    platform = _platform(ctx)
+    try:
+        with platform.runtime(tenant_slug).begin() as connection:
+            revoked = revoke_token(connection, secret)
+    finally:
+        platform.close()
+    if not revoked:
+        raise click.ClickException("no such token")
+    click.echo("revoked")

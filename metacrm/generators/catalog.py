@@ -37,7 +37,9 @@ class Catalog:
         self.metadata.create_all(connection, checkfirst=True)
 
     def exists(self, connection: sa.Connection) -> bool:
-        return sa.inspect(connection).has_table(STATE_TABLE)
+        # the inspector ignores schema_translate_map: name the tenant's schema explicitly
+        translate = connection.get_execution_options().get("schema_translate_map") or {}
+        return sa.inspect(connection).has_table(STATE_TABLE, schema=translate.get(None))
 
     def version(self, connection: sa.Connection) -> str | None:
         row = connection.execute(sa.select(self.state.c.value)

@@ -1,7 +1,8 @@
 """Plain, JSON-able pictures of each compiler pass, for golden fixtures and debugging.
 
 One pure function per pass: documents as loaded (with their line marks), the
-resolved scope drafts, and the compiled Registry. Dump the results with
+resolved scope drafts, and the compiled Registry. Results share nothing with the
+compiler's objects, so callers may change them freely. Dump the results with
 ``json.dumps(..., sort_keys=True)``: mappings whose order means nothing come out
 sorted, and every order that does mean something (fields, options, form sections,
 view columns, files in overlay order, scopes parents first) is kept as a list.
@@ -10,6 +11,7 @@ view columns, files in overlay order, scopes parents first) is kept as a list.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from copy import deepcopy
 from typing import Any
 
 from .describe import describe_entity, text
@@ -27,7 +29,7 @@ def snapshot_documents(loaded_list: Iterable[Loaded]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"file": item.file,
                                  "kind": item.kind.name if item.kind else None}
         if item.doc is not None:
-            entry["data"] = item.doc.data
+            entry["data"] = deepcopy(item.doc.data)
             entry["marks"] = _marks(item.doc)
         if item.diagnostics:
             entry["diagnostics"] = snapshot_diagnostics(item.diagnostics)
@@ -93,21 +95,22 @@ def _where(doc: Document, path: tuple) -> str:
 
 def _field_draft(draft: FieldDraft) -> dict[str, Any]:
     out: dict[str, Any] = {"name": draft.name, "id": draft.id, "origin": draft.origin,
-                           "spec": draft.spec, "source": _where(draft.doc, draft.path)}
+                           "spec": deepcopy(draft.spec), "source": _where(draft.doc, draft.path)}
     if draft.where:
         out["set_by"] = {option: _where(doc, path) for option, (doc, path) in draft.where.items()}
     return out
 
 
 def _entity_draft(draft: EntityDraft) -> dict[str, Any]:
-    return {"id": draft.id, "module": draft.module, "name": draft.name, "spec": draft.spec,
-            "source": _where(draft.doc, ("entity",)),
+    return {"id": draft.id, "module": draft.module, "name": draft.name,
+            "spec": deepcopy(draft.spec), "source": _where(draft.doc, ("entity",)),
             "fields": [_field_draft(f) for f in draft.fields.values()]}
 
 
 def _definition_draft(draft: DefinitionDraft) -> dict[str, Any]:
     return {"kind": draft.kind, "module": draft.module, "name": draft.name,
-            "origin": draft.origin, "spec": draft.spec, "source": _where(draft.doc, (draft.kind,))}
+            "origin": draft.origin, "spec": deepcopy(draft.spec),
+            "source": _where(draft.doc, (draft.kind,))}
 
 
 def _entity(entity: Entity) -> dict[str, Any]:

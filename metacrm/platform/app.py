@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 
+from ..generators.api import build_api
 from ..metadata.describe import text
 from .runtime import Platform, TenantRuntime
 from .settings import Settings
@@ -20,18 +21,11 @@ def tenant_app(platform: Platform, runtime: TenantRuntime) -> Flask:
 
     @app.get("/")
     def home() -> Any:
-        return jsonify(tenant=runtime.slug, version=runtime.version,
-                       modules=list(runtime.registry.modules),
-                       api="/api/v1/_meta")
+        return jsonify(tenant=runtime.slug, label=text(runtime.config.label),
+                       version=runtime.version, modules=list(runtime.registry.modules),
+                       api="api/v1/openapi.json", docs="api/docs")
 
-    @app.get("/api/v1/_meta")
-    def meta() -> Any:
-        registry = runtime.registry
-        return jsonify(version=registry.version, entities=[
-            {"key": key, "label": text(entity.label),
-             "fields": [f.name for f in entity.fields]}
-            for key, entity in registry.entities.items()])
-
+    build_api(app, platform, runtime)
     return app
 
 

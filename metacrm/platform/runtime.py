@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..metadata.ir import Registry
 from ..metadata.library import Library
 from ..metadata.resolve import TenantConfig
 from .database import Databases, TenantDatabase
+from .events import RecordEvent
 from .migrator import MigrationRefused, migrate, plan_only
 from .settings import Settings
 from .store import PlatformStore
@@ -116,7 +117,34 @@ class Platform:
         self._runtimes: dict[str, TenantRuntime] = {}
         self._checked: dict[str, float] = {}
         self._lock = threading.RLock()
+        self._subscribers: list[Callable[[RecordEvent], None]] = []
+        self._operators: Any = None
         self.store.upgrade()
+
+    # -- events and engines -------------------------------------------------------------------
+
+    @property
+    def plugins(self) -> pluggy.PluginManager:
+        return self.compiler.plugins
+
+    @property
+    def operators(self) -> Any:
+        """The condition operators registered by plugins (built once)."""
+        if self._operators is None:
+            from ..engines.conditions import OperatorRegistry
+
+            self._operators = OperatorRegistry.from_plugins(self.plugins)
+        return self._operators
+
+    def subscribe(self, callback: Callable[[RecordEvent], None]) -> None:
+        """Call `callback` with every committed record event (in-process)."""
+        self._subscribers.append(callback)
+
+    def emit(self, event: RecordEvent) -> None:
+        """Deliver a committed record event to plugins and subscribers."""
+        self.plugins.hook.record_event(event=event)
+        for callback in list(self._subscribers):
+            callback(event)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

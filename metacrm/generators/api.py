@@ -1,0 +1,415 @@
+"""The generated REST API: generic views over every entity of a Registry version.
+
+Like datasette's, the views are generic (one set of URL rules serves every entity),
+and the whole sub-app is rebuilt per Registry version and swapped on reload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from ..metadata.describe import describe_entity
+from ..platform.auth import User, user_for_token
+from ..platform.problems import PROBLEM_TYPE, problem
+from ..platform.records import (
+    Actor,
+    ListQuery,
+    NotFound,
+    PreconditionFailed,
+    RecordError,
+    RecordService,
+    ValidationFailed,
+)
+from .openapi import build_openapi
+
+LIST_PARAMS = frozenset({"filter", "sort", "limit", "cursor", "fields", "expand", "count",
+                         "include_deleted"})
+TRUE = frozenset({"1", "true", "yes"})
+FALSE = frozenset({"0", "false", "no"})
+log = logging.getLogger(__name__)
+
+
+class BadRequest(RecordError):
+    status, title = 400, "Bad request"
+
+
+class Unauthorized(RecordError):
+    status, title = 401, "Unauthorized"
+
+
+def problem_response(status: int, title: str, detail: str | None = None,
+                     **extra: Any) -> Response:
+    body = json.dumps(problem(status, title, detail, **extra), ensure_ascii=False, default=str)
+    return Response(body, status=status, content_type=PROBLEM_TYPE)
+
+
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None):
+    body = json.dumps(data, ensure_ascii=False, default=str, separators=(",", ":"))
+    return Response(body, status=status, content_type="application/json",
+                    headers=dict(headers or {}))
+
+
+def _flag(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    raise BadRequest(f"`{name}` must be true or false", {name: ["not a boolean"]})
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(p for p in (value or "").split(",") if p)
+
+
+def _simple_value(field_type: str, op: str, raw: str) -> Any:
+    """A query-string value in the JSON shape the condition parser takes."""
+    if op in ("in", "not_in"):
+        return [_scalar(field_type, part) for part in raw.split(",")]
+    if op == "between":
+        parts = raw.split(",")
+        if len(parts) != 2:
+            raise BadRequest("`between` takes two values separated by a comma")
+        return [_scalar(field_type, p) for p in parts]
+    if op == "is_empty":
+        return _flag(op, raw)
+    if op in ("older_than", "newer_than"):
+        return raw
+    return _scalar(field_type, raw)
+
+
+def _scalar(field_type: str, raw: str) -> Any:
+    if field_type in ("integer", "reference") or field_type == "id":
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise BadRequest(f"`{raw}` is not a whole number") from exc
+    if field_type == "boolean":
+        return _flag("value", raw)
+    return raw
+
+
+class EntityAPI:
+    """Request handling for one Registry version of one tenant."""
+
+    def __init__(self, platform: Any, runtime: Any) -> None:
+        self.platform = platform
+        self.runtime = runtime
+        self.registry = runtime.registry
+        self._openapi: dict[str | None, dict[str, Any]] = {}
+
+    # -- request context ----------------------------------------------------------------------
+
+    def user(self) -> User:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("send `Authorization: Bearer <token>`; create one with "
+                               "`metacrm token create TENANT USER`")
+        with self.runtime.connect() as connection:
+            user = user_for_token(connection, token.strip())
+        if user is None:
+            raise Unauthorized("the token is unknown, revoked or expired")
+        return user
+
+    def service(self) -> RecordService:
+        user: User = g.metacrm_user
+        unit = user.business_unit if user.business_unit in self.registry.units else None
+        return RecordService(self.runtime, Actor(user.id, unit), emit=self.platform.emit)
+
+    def entity_key(self, module: str, entity: str) -> str:
+        key = f"{module}.{entity}"
+        user: User = g.metacrm_user
+        unit = user.business_unit if user.business_unit in self.registry.units else None
+        if key not in self.registry.scope(unit).entities:
+            raise NotFound(f"there is no entity {key}")
+        return key
+
+    # -- list query ---------------------------------------------------------------------------
+
+    def list_query(self, service: RecordService, key: str) -> tuple[ListQuery, Any]:
+        access = service.access(key)
+        entity = access.entity
+        args = request.args
+        conditions: list[Any] = []
+        if "filter" in args:
+            try:
+                conditions.append(json.loads(args["filter"]))
+            except ValueError as exc:
+                raise BadRequest("`filter` is not valid JSON", {"filter": [str(exc)]}) from exc
+        for name, raw in args.items(multi=True):
+            if name in LIST_PARAMS:
+                continue
+            field_name, _, op = name.partition("__")
+            field = entity.get_field(field_name)
+            system = field_name in ("id", "created_at", "updated_at", "owner", "business_unit",
+                                    "created_by", "updated_by", "row_version")
+            if field is None and not system:
+                raise BadRequest(f"unknown parameter `{name}`", {name: ["unknown parameter"]})
+            field_type = field.type if field is not None else (
+                "integer" if field_name in ("id", "owner", "created_by", "updated_by",
+                                            "row_version") else "string")
+            op = op or "eq"
+            conditions.append({"field": field_name, "op": op,
+                               **({} if op in ("today", "this_week", "this_month") else
+                                  {"value": _simple_value(field_type, op, raw)})})
+        where = self.where(key, entity, conditions) if conditions else None
+        query = self.paging(entity)
+        return query, where
+
+    def where(self, key: str, entity: Any, conditions: list[Any]) -> Any:
+        """The SQL of the list's conditions (filter= and field parameters), validated."""
+        from ..engines.conditions import ConditionError, EvalContext, parse_condition, to_sql
+
+        if conditions:
+            document = conditions[0] if len(conditions) == 1 else {"all": conditions}
+            try:
+                node = parse_condition(document, entity, self.registry,
+                                       self.platform.operators)
+            except ConditionError as exc:
+                raise ValidationFailed(f"the filter is not valid: {exc.message}",
+                                       {"filter": [exc.message]},
+                                       path=list(exc.path)) from exc
+            tz = ZoneInfo(self.runtime.config.timezone)
+            context = EvalContext(dt.datetime.now(tz), tz)
+            return to_sql(node, key, self.runtime.tables.by_entity, self.registry, context)
+        return None
+
+    def paging(self, entity: Any) -> ListQuery:
+        args = request.args
+        sort = []
+        for part in _names(args.get("sort")):
+            name = part.lstrip("-")
+            if entity.get_field(name) is None and name not in ("id", "created_at",
+                                                               "updated_at"):
+                raise BadRequest(f"cannot sort by `{name}`: not a field",
+                                 {"sort": [f"unknown field `{name}`"]})
+            sort.append((name, part.startswith("-")))
+        try:
+            limit = int(args.get("limit", 50))
+        except ValueError as exc:
+            raise BadRequest("`limit` must be a whole number") from exc
+        if not 1 <= limit <= 500:
+            raise BadRequest("`limit` must be between 1 and 500")
+        fields = _names(args.get("fields")) or None
+        if fields:
+            unknown = [f for f in fields if entity.get_field(f) is None and f not in (
+                "id", "created_at", "updated_at", "row_version", "owner", "business_unit",
+                "created_by", "updated_by", "deleted_at")]
+            if unknown:
+                raise BadRequest(f"unknown field(s) in `fields`: {', '.join(unknown)}")
+        return ListQuery(sort=tuple(sort), limit=limit, cursor=args.get("cursor") or None,
+                         fields=fields, expand=_names(args.get("expand")),
+                         count=_flag("count", args.get("count")),
+                         include_deleted=_flag("include_deleted", args.get("include_deleted")))
+
+    # -- views --------------------------------------------------------------------------------
+
+    def list(self, module: str, entity: str) -> Response:
+        key = self.entity_key(module, entity)
+        service = self.service()
+        query, where = self.list_query(service, key)
+        page = service.list(key, query, where=where)
+        body: dict[str, Any] = {"items": page.items, "next_cursor": page.next_cursor}
+        if query.count:
+            body["count"] = page.count
+            body["count_exact"] = page.count_exact
+        return json_response(body)
+
+    def create(self, module: str, entity: str) -> Response:
+        key = self.entity_key(module, entity)
+        record = self.service().create(key, self.body())
+        return json_response(record, 201, {"ETag": _etag(record),
+                                           "Location": f"{request.path}/{record['id']}"})
+
+    def get(self, module: str, entity: str, record_id: int) -> Response:
+        key = self.entity_key(module, entity)
+        extra = set(request.args) - {"expand"}
+        if extra:
+            raise BadRequest(f"unknown parameter `{sorted(extra)[0]}`")
+        record = self.service().get(key, record_id, expand=_names(request.args.get("expand")))
+        return json_response(record, headers={"ETag": _etag(record)})
+
+    def update(self, module: str, entity: str, record_id: int) -> Response:
+        key = self.entity_key(module, entity)
+        record = self.service().update(key, record_id, self.body(),
+                                       expected_version=_if_match(record_id))
+        return json_response(record, headers={"ETag": _etag(record)})
+
+    def delete(self, module: str, entity: str, record_id: int) -> Response:
+        key = self.entity_key(module, entity)
+        self.service().delete(key, record_id, expected_version=_if_match(record_id))
+        return Response(status=204)
+
+    def restore(self, module: str, entity: str, record_id: int) -> Response:
+        key = self.entity_key(module, entity)
+        record = self.service().restore(key, record_id)
+        return json_response(record, headers={"ETag": _etag(record)})
+
+    def history(self, module: str, entity: str, record_id: int) -> Response:
+        key = self.entity_key(module, entity)
+        service = self.service()
+        service.get(key, record_id, include_deleted=True)
+        return json_response({"items": service.history(key, record_id)})
+
+    def bulk(self, module: str, entity: str) -> Response:
+        key = self.entity_key(module, entity)
+        body = self.body()
+        records = body.get("records")
+        if not isinstance(records, list) or len(records) > 1000:
+            raise ValidationFailed("`records` must be a list of at most 1000 objects",
+                                   {"records": ["a list of at most 1000 objects"]})
+        unknown = set(body) - {"records", "key"}
+        if unknown:
+            raise ValidationFailed(f"unknown key `{sorted(unknown)[0]}`")
+        match = body.get("key")
+        if match is not None and not isinstance(match, str):
+            raise ValidationFailed("`key` must be a field name", {"key": ["not a field name"]})
+        result = self.service().bulk_upsert(key, records, key=match)
+        return json_response({"created": result.created, "updated": result.updated,
+                              "errors": {str(k): v for k, v in result.errors.items()}})
+
+    def meta(self) -> Response:
+        user: User = g.metacrm_user
+        unit = user.business_unit if user.business_unit in self.registry.units else None
+        scope = self.registry.scope(unit)
+        return json_response({
+            "tenant": self.runtime.slug, "version": self.registry.version, "unit": unit,
+            "entities": {key: describe_entity(entity, scope)
+                         for key, entity in scope.entities.items()}})
+
+    def openapi(self) -> Response:
+        unit = None
+        header = request.headers.get("Authorization", "")
+        if header:
+            user = self.user()
+            unit = user.business_unit if user.business_unit in self.registry.units else None
+        document = self._openapi.get(unit)
+        if document is None:
+            document = build_openapi(self.registry.scope(unit), tenant=self.runtime.slug,
+                                     version=self.registry.version)
+            self._openapi[unit] = document
+        return json_response(document)
+
+    def body(self) -> dict[str, Any]:
+        if not request.data:
+            raise ValidationFailed("send the fields as a JSON object")
+        try:
+            data = json.loads(request.data)
+        except ValueError as exc:
+            raise BadRequest("the body is not valid JSON", {"body": [str(exc)]}) from exc
+        if not isinstance(data, dict):
+            raise ValidationFailed("the body must be a JSON object of field values")
+        return data
+
+
+def _etag(record: Mapping[str, Any]) -> str:
+    return f'"{record["id"]}-{record["row_version"]}"'
+
+
+def _if_match(record_id: int) -> int | None:
+    header = request.headers.get("If-Match")
+    if not header:
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    ident, _, version = value.partition("-")
+    if ident != str(record_id) or not version.isdigit():
+        raise PreconditionFailed("If-Match does not name a version of this record")
+    return int(version)
+
+
+DOCS_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+code{{background:#f3f3f3;padding:0 .2rem}} h2{{border-bottom:1px solid #ddd}}
+.m{{display:inline-block;width:4.5rem;font-weight:bold}}</style></head><body>
+<h1>{title}</h1><p>Version <code>{version}</code>. Machine-readable:
+<a href="{base}/api/v1/openapi.json">openapi.json</a> (OpenAPI 3.1).
+Authenticate with <code>Authorization: Bearer &lt;token&gt;</code>.</p>{body}</body></html>"""
+
+
+def docs_html(document: Mapping[str, Any], base: str) -> str:
+    from html import escape
+
+    sections = []
+    for path, item in document["paths"].items():
+        rows = []
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            summary = escape(operation.get("summary", operation.get("operationId", "")))
+            rows.append(f"<div><span class=m>{method.upper()}</span><code>{escape(path)}</code>"
+                        f" {summary}</div>")
+        sections.append("".join(rows))
+    schemas = []
+    for name, schema in document["components"]["schemas"].items():
+        props = ", ".join(f"<code>{escape(p)}</code>" for p in schema.get("properties", {}))
+        schemas.append(f"<h3 id='{escape(name)}'>{escape(name)}</h3><p>{props}</p>")
+    body = "<h2>Endpoints</h2>" + "".join(sections) + "<h2>Schemas</h2>" + "".join(schemas)
+    info = document["info"]
+    return DOCS_PAGE.format(title=escape(info["title"]), version=escape(info["version"]),
+                            base=escape(base), body=body)
+
+
+def build_api(app: Flask, platform: Any, runtime: Any) -> EntityAPI:
+    """Install the API's routes and error handling on a version's sub-app."""
+    api = EntityAPI(platform, runtime)
+    app.extensions["metacrm.api"] = api
+    base = "/api/v1/<module>/<entity>"
+    public = {"api_openapi", "api_docs"}
+
+    @app.before_request
+    def authenticate() -> None:
+        if request.endpoint in public or request.endpoint is None:
+            return
+        if request.endpoint and request.endpoint.startswith("api_"):
+            g.metacrm_user = api.user()
+
+    routes = [
+        ("/api/v1/_meta", "api_meta", api.meta, ["GET"]),
+        ("/api/v1/openapi.json", "api_openapi", api.openapi, ["GET"]),
+        (base, "api_list", api.list, ["GET"]),
+        (base, "api_create", api.create, ["POST"]),
+        (f"{base}/bulk", "api_bulk", api.bulk, ["POST"]),
+        (f"{base}/<int:record_id>", "api_get", api.get, ["GET"]),
+        (f"{base}/<int:record_id>", "api_update", api.update, ["PATCH"]),
+        (f"{base}/<int:record_id>", "api_delete", api.delete, ["DELETE"]),
+        (f"{base}/<int:record_id>/restore", "api_restore", api.restore, ["POST"]),
+        (f"{base}/<int:record_id>/history", "api_history", api.history, ["GET"]),
+    ]
+    for rule, endpoint, view, methods in routes:
+        app.add_url_rule(rule, endpoint, view, methods=methods)
+
+    @app.get("/api/docs")
+    def api_docs() -> Response:
+        document = build_openapi(runtime.registry.scope(None), tenant=runtime.slug,
+                                 version=runtime.registry.version)
+        return Response(docs_html(document, request.script_root), content_type="text/html")
+
+    @app.errorhandler(RecordError)
+    def record_error(exc: RecordError) -> Response:
+        extra = dict(exc.extra)
+        if exc.errors:
+            extra["errors"] = exc.errors
+        return problem_response(exc.status, exc.title, exc.detail, **extra)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return problem_response(exc.code or 500, exc.name, exc.description)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return problem_response(500, "Internal error", "the server could not complete the "
+                                "request; the error has been logged")
+
+    return api

@@ -1,0 +1,83 @@
+"""Users and bearer tokens of a tenant. Tokens are random and stored only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from .systables import system_tables
+
+TOKEN_PREFIX = "mcrm_"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    display_name: str
+    business_unit: str | None
+    locale: str | None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(connection: sa.Connection, username: str, display_name: str | None = None, *,
+                business_unit: str | None = None, email: str | None = None,
+                password_hash: str | None = None) -> int:
+    """Create (or update) a user; returns the user's id."""
+    users = system_tables().users
+    existing = connection.execute(sa.select(users.c.id).where(users.c.username == username)
+                                  ).scalar()
+    values = {"display_name": display_name or username, "business_unit": business_unit,
+              "email": email, "active": True}
+    if password_hash is not None:
+        values["password_hash"] = password_hash
+    if existing is not None:
+        connection.execute(users.update().where(users.c.id == existing).values(**values))
+        return int(existing)
+    return int(connection.execute(users.insert().values(
+        username=username, created_at=dt.datetime.now(dt.UTC), **values)
+        .returning(users.c.id)).scalar_one())
+
+
+def issue_token(connection: sa.Connection, user_id: int, name: str = "api",
+                expires_in: dt.timedelta | None = None) -> str:
+    """A new token for `user_id`; the plain token is returned once and never stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = dt.datetime.now(dt.UTC)
+    connection.execute(system_tables().tokens.insert().values(
+        user_id=user_id, name=name, token_hash=hash_token(token), created_at=now,
+        expires_at=now + expires_in if expires_in else None))
+    return token
+
+
+def revoke_token(connection: sa.Connection, token: str) -> bool:
+    tokens = system_tables().tokens
+    result = connection.execute(tokens.update().where(tokens.c.token_hash == hash_token(token))
+                                .values(revoked_at=dt.datetime.now(dt.UTC)))
+    return result.rowcount > 0
+
+
+def user_for_token(connection: sa.Connection, token: str) -> User | None:
+    """The active user a token belongs to, or None (unknown, revoked or expired)."""
+    tables = system_tables()
+    tokens, users = tables.tokens, tables.users
+    row = connection.execute(
+        sa.select(users.c.id, users.c.username, users.c.display_name, users.c.business_unit,
+                  users.c.locale, tokens.c.expires_at, tokens.c.revoked_at)
+        .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+        .where(tokens.c.token_hash == hash_token(token), users.c.active.is_(True))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.expires_at is not None:
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(
+            tzinfo=dt.UTC)
+        if expires <= dt.datetime.now(dt.UTC):
+            return None
+    return User(row.id, row.username, row.display_name, row.business_unit, row.locale)
