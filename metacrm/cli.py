@@ -336,12 +336,21 @@ def run(ctx: click.Context, slugs: tuple[str, ...], host: str, port: int, watch:
         click.echo(report.format())
         if not report.ok:
             raise click.ClickException(f"tenant {slug!r} could not be provisioned")
+    from .platform.auth import create_user, issue_token
+
     app = create_app(settings, platform)
     if watch:
         start_watcher(platform, lambda r: click.echo(r.format()))
     for slug in slugs:
-        click.echo(f"serving {slug} at http://{host}:{port}/t/{slug}/  "
-                   "(login: none yet, authentication arrives with the API)")
+        with platform.runtime(slug).begin() as connection:
+            user_id = create_user(connection, "admin", "Administrator")
+            secret = issue_token(connection, user_id, "make run")
+        base = f"http://{host}:{port}/t/{slug}"
+        click.echo(f"\nserving {slug} at {base}/")
+        click.echo(f"  API docs:  {base}/api/docs")
+        click.echo(f"  login:     user `admin`, API token {secret}")
+        click.echo(f"  try:       curl -H 'Authorization: Bearer {secret}' "
+                   f"{base}/api/v1/customer/customer")
     run_simple(host, port, app, threaded=True, use_reloader=False)
 
 
