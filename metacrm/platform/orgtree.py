@@ -1,0 +1,185 @@
+"""A tenant's org tree (group → business unit → region → branch → team, any depth).
+
+Units store a materialized path (``/1/4/9/``): a subtree is one indexed prefix match,
+and moving a branch under another region rewrites the paths of that subtree only —
+records reference users and units by id, so no record changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..generators.tables import ID_TYPE
+
+UNIT_KINDS = ("group", "business_unit", "region", "branch", "team", "department")
+
+
+@dataclass(frozen=True, slots=True)
+class OrgTables:
+    metadata: sa.MetaData
+    units: sa.Table
+    members: sa.Table
+
+
+def org_tables() -> OrgTables:
+    metadata = sa.MetaData()
+    units = sa.Table(
+        "_metacrm_org_units", metadata,
+        sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(100), nullable=False, unique=True),
+        sa.Column("label", sa.String(200), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("parent_id", ID_TYPE, sa.ForeignKey("_metacrm_org_units.id",
+                                                      ondelete="RESTRICT")),
+        sa.Column("path", sa.String(1000), nullable=False),
+        sa.Column("depth", sa.Integer, nullable=False),
+        sa.Column("business_unit", sa.String(64)),
+        sa.Column("manager_id", ID_TYPE),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Index("ix__metacrm_org_units_path", "path"))
+    members = sa.Table(
+        "_metacrm_org_members", metadata,
+        sa.Column("user_id", ID_TYPE, primary_key=True),
+        sa.Column("unit_id", ID_TYPE, sa.ForeignKey("_metacrm_org_units.id",
+                                                    ondelete="CASCADE"), primary_key=True),
+        sa.Column("is_primary", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Index("ix__metacrm_org_members_unit", "unit_id"))
+    return OrgTables(metadata, units, members)
+
+
+class OrgError(ValueError):
+    """A change the org tree refuses (unknown unit, a cycle, a duplicate name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrgUnit:
+    id: int
+    name: str
+    label: str
+    kind: str
+    parent_id: int | None
+    path: str
+    depth: int
+    business_unit: str | None
+    manager_id: int | None
+
+
+class OrgTree:
+    """Reads and changes the org tree through a connection bound to the tenant."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.connection = connection
+        self.tables = org_tables()
+
+    def ensure(self) -> None:
+        self.tables.metadata.create_all(self.connection, checkfirst=True)
+
+    def _row(self, where: sa.ColumnElement[bool]) -> OrgUnit | None:
+        row = self.connection.execute(sa.select(self.tables.units).where(where)).mappings().first()
+        if row is None:
+            return None
+        return OrgUnit(row["id"], row["name"], row["label"], row["kind"], row["parent_id"],
+                       row["path"], row["depth"], row["business_unit"], row["manager_id"])
+
+    def get(self, name: str) -> OrgUnit:
+        found = self._row(self.tables.units.c.name == name)
+        if found is None:
+            raise OrgError(f"there is no org unit {name!r}")
+        return found
+
+    def by_id(self, unit_id: int) -> OrgUnit:
+        found = self._row(self.tables.units.c.id == unit_id)
+        if found is None:
+            raise OrgError(f"there is no org unit with id {unit_id}")
+        return found
+
+    def add(self, name: str, label: str, kind: str, parent: str | None = None, *,
+            business_unit: str | None = None, manager_id: int | None = None) -> OrgUnit:
+        """Add a unit under `parent` (None: a root); it inherits the parent's business unit."""
+        if kind not in UNIT_KINDS:
+            raise OrgError(f"unknown unit kind {kind!r}; use one of {', '.join(UNIT_KINDS)}")
+        if self._row(self.tables.units.c.name == name) is not None:
+            raise OrgError(f"an org unit named {name!r} already exists")
+        parent_unit = self.get(parent) if parent else None
+        units = self.tables.units
+        new_id = self.connection.execute(units.insert().values(
+            name=name, label=label, kind=kind, parent_id=parent_unit.id if parent_unit else None,
+            path="/", depth=(parent_unit.depth + 1) if parent_unit else 0,
+            business_unit=business_unit or (parent_unit.business_unit if parent_unit else None),
+            manager_id=manager_id, created_at=dt.datetime.now(dt.UTC)).returning(units.c.id)
+        ).scalar_one()
+        path = f"{parent_unit.path if parent_unit else '/'}{new_id}/"
+        self.connection.execute(units.update().where(units.c.id == new_id).values(path=path))
+        return self.by_id(new_id)
+
+    def move(self, name: str, new_parent: str) -> OrgUnit:
+        """Move a unit (and its subtree) under `new_parent`: one update of the paths."""
+        unit = self.get(name)
+        target = self.get(new_parent)
+        if target.path.startswith(unit.path):
+            raise OrgError(f"cannot move {name!r} under its own subtree ({new_parent!r})")
+        units = self.tables.units
+        new_path = f"{target.path}{unit.id}/"
+        shift = target.depth + 1 - unit.depth
+        old_len = len(unit.path)
+        self.connection.execute(units.update().where(units.c.path.startswith(unit.path)).values(
+            path=sa.literal(new_path) + sa.func.substr(units.c.path, old_len + 1),
+            depth=units.c.depth + shift))
+        self.connection.execute(units.update().where(units.c.id == unit.id)
+                                .values(parent_id=target.id))
+        return self.by_id(unit.id)
+
+    def set_manager(self, name: str, user_id: int | None) -> None:
+        units = self.tables.units
+        self.connection.execute(units.update().where(units.c.name == name)
+                                .values(manager_id=user_id))
+
+    def place(self, user_id: int, unit: str, *, primary: bool = True) -> None:
+        """Put a user in a unit (their primary unit replaces any earlier primary one)."""
+        target = self.get(unit)
+        members = self.tables.members
+        if primary:
+            self.connection.execute(members.update().where(members.c.user_id == user_id)
+                                    .values(is_primary=False))
+        self.connection.execute(members.delete().where(members.c.user_id == user_id,
+                                                       members.c.unit_id == target.id))
+        self.connection.execute(members.insert().values(user_id=user_id, unit_id=target.id,
+                                                        is_primary=primary))
+
+    def units_of(self, user_id: int) -> list[OrgUnit]:
+        members, units = self.tables.members, self.tables.units
+        rows = self.connection.execute(sa.select(units.c.id).select_from(
+            members.join(units, units.c.id == members.c.unit_id))
+            .where(members.c.user_id == user_id).order_by(members.c.is_primary.desc()))
+        return [self.by_id(r) for (r,) in rows]
+
+    def ancestors(self, name: str) -> list[OrgUnit]:
+        """The unit's chain up to the root, nearest first."""
+        unit = self.get(name)
+        ids = [int(part) for part in unit.path.strip("/").split("/")][:-1]
+        return [self.by_id(i) for i in reversed(ids)]
+
+    def managers_above(self, user_id: int) -> list[int]:
+        """Managers up the org tree from the user's primary unit (nearest first, no repeats)."""
+        chain: list[int] = []
+        for unit in self.units_of(user_id)[:1]:
+            for node in [unit, *self.ancestors(unit.name)]:
+                if node.manager_id and node.manager_id != user_id and node.manager_id not in chain:
+                    chain.append(node.manager_id)
+        return chain
+
+    def subtree_users(self, path: str) -> sa.Select:
+        """SELECT of the user ids placed anywhere in the subtree at `path` (for scopes)."""
+        members, units = self.tables.members, self.tables.units
+        return (sa.select(members.c.user_id)
+                .select_from(members.join(units, units.c.id == members.c.unit_id))
+                .where(units.c.path.startswith(path)))
+
+    def subtree(self, name: str) -> list[OrgUnit]:
+        unit = self.get(name)
+        rows = self.connection.execute(sa.select(self.tables.units.c.id).where(
+            self.tables.units.c.path.startswith(unit.path)).order_by(self.tables.units.c.path))
+        return [self.by_id(r) for (r,) in rows]
