@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -14,7 +14,7 @@ import yaml
 from .metadata.compiler import Compiler, CompileResult
 from .metadata.describe import describe_entity
 from .metadata.diagnostics import Diagnostic
-from .metadata.library import Library
+from .metadata.library import Library, definition_files
 from .metadata.schemas import build_all
 
 if TYPE_CHECKING:
@@ -27,6 +27,17 @@ def _platform(ctx: click.Context) -> Platform:
     from .platform.settings import Settings
 
     return Platform(Settings.from_env(ctx.obj.root))
+
+
+def _runtime(platform: Platform, slug: str) -> Any:
+    """The tenant's runtime, or a readable error for an unknown or broken tenant."""
+    from .platform.runtime import UnknownTenant
+
+    try:
+        return platform.runtime(slug)
+    except UnknownTenant as exc:
+        raise click.ClickException(f"no active tenant {slug!r}; create it with "
+                                   f"`metacrm tenant create {slug}`") from exc
 
 
 def _root_default() -> str:
@@ -104,6 +115,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], fmt: str) -> None:
     diagnostics: dict[Diagnostic, None] = {}
     for _, result in results:
         diagnostics.update(dict.fromkeys(result.diagnostics))
+    loose = [f for path in loose for f in (definition_files(path) if path.is_dir() else [path])]
     for path in loose:
         diagnostics.update(dict.fromkeys(compiler.store.load(path).diagnostics))
     errors = [d for d in diagnostics if d.severity == "error"]
@@ -375,7 +387,7 @@ def user_create(ctx: click.Context, tenant_slug: str, username: str, display_nam
 
     platform = _platform(ctx)
     try:
-        runtime = platform.runtime(tenant_slug)
+        runtime = _runtime(platform, tenant_slug)
         if unit and unit not in runtime.registry.units:
             raise click.ClickException(f"tenant {tenant_slug!r} has no business unit {unit!r}")
         with runtime.begin() as connection:
@@ -409,7 +421,7 @@ def token_create(ctx: click.Context, tenant_slug: str, username: str, name: str,
 
     platform = _platform(ctx)
     try:
-        runtime = platform.runtime(tenant_slug)
+        runtime = _runtime(platform, tenant_slug)
         users = system_tables().users
         with runtime.begin() as connection:
             user_id = connection.execute(sa.select(users.c.id).where(
@@ -434,7 +446,7 @@ def token_revoke(ctx: click.Context, tenant_slug: str, secret: str) -> None:
 
     platform = _platform(ctx)
     try:
-        with platform.runtime(tenant_slug).begin() as connection:
+        with _runtime(platform, tenant_slug).begin() as connection:
             revoked = revoke_token(connection, secret)
     finally:
         platform.close()

@@ -9,6 +9,7 @@ Registry object.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import weakref
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ import pluggy
 
 from ..plugins import make_plugin_manager
 from .build import Builder, content_hash, merge_storage, relations_of
-from .checks import CheckContext
+from .checks import CONDITION_OPERATORS, CheckContext
 from .diagnostics import Diagnostic, DiagnosticSink
 from .fieldtypes import FieldTypeRegistry
 from .ir import FrozenDict, Module, Registry, Scope, Text, thaw
@@ -71,6 +72,9 @@ class Compiler:
         self.validator = SchemaValidator(self.kinds, self.types)
         self.store = DocumentStore(library, self.validator)
         self.checks = [c for batch in self.plugins.hook.register_checks() for c in batch]
+        operators = [o for batch in self.plugins.hook.register_condition_operators()
+                     for o in batch]
+        self.operator_names = frozenset(o.name for o in operators) or CONDITION_OPERATORS
         self.kinds_by_folder = {k.folder: k.name for k in self.kinds if k.folder}
         self._results: dict[str, CompileResult] = {}
         self._registries: weakref.WeakValueDictionary[str, Registry] = \
@@ -171,6 +175,8 @@ class Compiler:
             return CompileResult(config, None, sink.sorted())
         shared = self._registries.get(version)
         if shared is not None:
+            for scope in shared.scopes.values():
+                self._check(scope, shared.modules, sink)
             return CompileResult(config, shared, sink.sorted())
         registry = self._build(version, modules, config, scopes, sink)
         if sink.has_errors:
@@ -189,13 +195,18 @@ class Compiler:
                           FrozenDict({k: builder.form(f) for k, f in draft.forms.items()}),
                           FrozenDict({k: builder.view(v) for k, v in draft.views.items()}))
             built[name] = scope
-            context = CheckContext(scope, frozen_modules, self.types)
-            for check in self.checks:
-                sink.extend(check(context))
+            self._check(scope, frozen_modules, sink)
         ordered = [built[""], *(built[n] for n in built if n)]
         storage = merge_storage([dict(s.entities) for s in ordered], self.types, sink)
+        units = FrozenDict({name: dataclasses.replace(unit, overlays=())
+                            for name, unit in config.units.items()})
         return Registry(version, frozen_modules, FrozenDict(storage), FrozenDict(built),
-                        config.units, relations_of(storage))
+                        units, relations_of(storage))
+
+    def _check(self, scope: Scope, modules: FrozenDict[str, Module], sink: DiagnosticSink) -> None:
+        context = CheckContext(scope, modules, self.types, self.operator_names)
+        for check in self.checks:
+            sink.extend(check(context))
 
     @staticmethod
     def _module(source: ModuleSource, base: ScopeDraft) -> Module:

@@ -35,7 +35,7 @@ class FrozenDict(Mapping[K, V], Generic[K, V]):
 
     def __hash__(self) -> int:
         if self._hash is None:
-            self._hash = hash(tuple(self._data.items()))
+            self._hash = hash(frozenset(self._data.items()))
         return self._hash
 
     def __eq__(self, other: object) -> bool:
@@ -81,7 +81,10 @@ class Text:
             return cls(((ANY_LOCALE, fallback),)) if fallback else cls(())
         if isinstance(spec, str):
             return cls(((ANY_LOCALE, spec),))
-        return cls(tuple(spec.items()))
+        values = tuple(spec.items())
+        if fallback and ANY_LOCALE not in spec and "en" not in spec:
+            values += ((ANY_LOCALE, fallback),)
+        return cls(values)
 
     def merged(self, other: Text) -> Text:
         """This text with `other`'s locales laid over it."""
@@ -92,17 +95,23 @@ class Text:
         return Text(tuple(values.items()))
 
     def get(self, locale: str | None = None, default: str = "") -> str:
-        """The text for `locale`: exact, same script or language, any, English, first."""
+        """The text for `locale`: the tag, then shorter tags (zh-Hant-TW → zh-Hant → zh);
+        a bare language (zh) takes any of its variants; then ``*``, English, the first.
+        A script or region never falls back to a sibling (zh-Hans never shows zh-Hant)."""
         values = dict(self.values)
         if not values:
             return default
         if locale:
-            if locale in values:
-                return values[locale]
-            language = locale.split("-")[0]
-            for key, text in values.items():
-                if key.split("-")[0] == language and (key == language or locale == language):
-                    return text
+            parts = locale.split("-")
+            while parts:
+                tag = "-".join(parts)
+                if tag in values:
+                    return values[tag]
+                parts.pop()
+            if "-" not in locale:
+                for key, text in values.items():
+                    if key.split("-")[0] == locale:
+                        return text
         for key in (ANY_LOCALE, "en"):
             if key in values:
                 return values[key]
