@@ -127,8 +127,9 @@ class Compiler:
             return cached
         sink = DiagnosticSink()
         config = tenant_config(doc, directory, sink)
+        wanted = self._needed_modules(config.modules, local_modules)
         sources = load_modules(self.store, self.library, local_modules, self.kinds_by_folder,
-                               sink)
+                               sink, wanted)
         enabled = [(name, doc, ("modules", i)) for i, name in enumerate(config.modules)]
         order = module_order(enabled, sources, sink)
         layers = [(None, config.team, overlay_files(self.store, doc, directory, config.overlays,
@@ -137,7 +138,7 @@ class Compiler:
             unit = config.units[name]
             items = overlay_files(self.store, doc, directory, unit.overlays,
                                   ("business_units", name, "overlays"), sink)
-            layers.append((name, unit.team or config.team, items))
+            layers.append((name, _unit_team(config, name), items))
         if trace is not None:
             trace.update(tenant=loaded, sources=sources, layers=layers)
         result = self._finish(config, sources, order, layers, sink, trace)
@@ -219,6 +220,25 @@ class Compiler:
                       tuple(k for k, e in base.entities.items() if e.module == source.name),
                       Text.of(data.get("description")), source_of(source.manifest, ("module",)))
 
+    def _needed_modules(self, enabled: Iterable[str], local: tuple[Path, ...]) -> set[str]:
+        """Enabled modules and their dependencies, by folder: other modules are not loaded,
+        so a broken module that a tenant does not use cannot break that tenant."""
+        folders = {d.name: d for d in self.library.module_dirs(local)}
+        needed: set[str] = set()
+        stack = list(enabled)
+        while stack:
+            name = stack.pop()
+            if name in needed:
+                continue
+            needed.add(name)
+            if name not in folders:
+                continue
+            manifest = self.store.load(folders[name] / "module.yaml")
+            data = manifest.doc.data if manifest.doc is not None else None
+            if isinstance(data, dict) and isinstance(data.get("depends"), list):
+                stack.extend(d for d in data["depends"] if isinstance(d, str))
+        return needed
+
     def _fingerprint(self, doc: Document, directory: Path, local: tuple[Path, ...],
                      tenant_digest: str) -> str:
         """A hash of every input file's content hash, unchanged files costing one stat."""
@@ -235,6 +255,17 @@ class Compiler:
                 digest.update(f"{item.file}\0{item.digest}\n".encode())
         digest.update(",".join(sorted(self.types.names())).encode())
         return digest.hexdigest()
+
+
+def _unit_team(config: TenantConfig, name: str) -> str | None:
+    """A unit's team: its own, else its nearest parent's, else the tenant's."""
+    current: str | None = name
+    while current is not None:
+        unit = config.units[current]
+        if unit.team:
+            return unit.team
+        current = unit.parent
+    return config.team
 
 
 def _dependency_closure(names: list[str], sources: dict[str, ModuleSource]) -> list[str]:
