@@ -10,9 +10,11 @@ Registry object.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,10 +90,15 @@ class Compiler:
         `trace`, when given, receives each pass's output (see metadata/snapshot.py) and
         bypasses the result cache.
         """
-        return self._compile_file(self.library.tenant_file(slug), trace)
+        with _gc_paused():
+            return self._compile_file(self.library.tenant_file(slug), trace)
 
     def compile_library(self, modules: Iterable[str] | None = None) -> CompileResult:
         """Compile modules on their own (all of them by default), with no tenant overlays."""
+        with _gc_paused():
+            return self._compile_library(modules)
+
+    def _compile_library(self, modules: Iterable[str] | None) -> CompileResult:
         sink = DiagnosticSink()
         wanted = set(modules) if modules is not None else None
         sources = load_modules(self.store, self.library, (), self.kinds_by_folder, sink, wanted)
@@ -255,6 +262,20 @@ class Compiler:
                 digest.update(f"{item.file}\0{item.digest}\n".encode())
         digest.update(",".join(sorted(self.types.names())).encode())
         return digest.hexdigest()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while compiling: a compile allocates hundreds of
+    thousands of short-lived objects and frees them by reference counting (about a third of
+    a cold compile went to collections that found nothing)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _unit_team(config: TenantConfig, name: str) -> str | None:

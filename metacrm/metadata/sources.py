@@ -39,9 +39,17 @@ class DocumentStore:
         self.library = library
         self.validator = validator
         self._stats: dict[Path, tuple[tuple[int, int, int], Loaded]] = {}
+        self._displays: dict[Path, str] = {}
+
+    def _display(self, path: Path) -> str:
+        display = self._displays.get(path)
+        if display is None:
+            display = self.library.display(path)
+            self._displays[path] = display
+        return display
 
     def load(self, path: Path) -> Loaded:
-        display = self.library.display(path)
+        display = self._display(path)
         try:
             stat = os.stat(path)
         except OSError as exc:
