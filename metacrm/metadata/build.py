@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .diagnostics import DiagnosticSink
+from .diagnostics import Diagnostic, DiagnosticSink, DocPath, a_or_an
 from .fieldtypes import FieldType, FieldTypeRegistry
 from .formula import FormulaError, parse_formula
 from .ir import (
@@ -42,6 +42,70 @@ _KNOWN_SPEC = frozenset({
 def source_of(doc: Document, path: tuple) -> Source:
     line, column = doc.pos(path, key=bool(path))
     return Source(doc.file, line, column)
+
+
+class LocatedSource(Source):
+    """A definition's Source that also knows where its parts are written.
+
+    It is the plain Source for everything else (equality, hashing, ``str``, ``asdict``);
+    checks call :meth:`at` to point a diagnostic at the line that holds the problem, e.g.
+    ``view.source.at("sort", 1)`` for the second sort key.
+    """
+
+    __slots__ = ("parts",)
+    parts: Mapping[DocPath, Source]
+
+    def __init__(self, file: str, line: int, column: int,
+                 parts: Mapping[DocPath, Source] = FrozenDict()) -> None:
+        Source.__init__(self, file, line, column)
+        object.__setattr__(self, "parts", parts)
+
+    def at(self, *path: str | int) -> Source:
+        """Where `path` (below the definition) is written, or its nearest recorded ancestor."""
+        while path:
+            if path in self.parts:
+                return self.parts[path]
+            path = path[:-1]
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Source):
+            return (self.file, self.line, self.column) == (other.file, other.line, other.column)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.line, self.column))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocatedSource, (self.file, self.line, self.column, self.parts))
+
+
+def located(doc: Document, key: str, parts: Mapping[str, tuple[Document, DocPath]]) -> Source:
+    """The Source of `doc`'s `key`, knowing where each option in `parts` (and below) is."""
+    table: dict[DocPath, Source] = {}
+    for option, (where, path) in parts.items():
+        data: Any = where.data
+        for step in path:
+            try:
+                data = data[step]
+            except (KeyError, IndexError, TypeError):
+                data = None
+                break
+        for below, (line, column) in _positions(where, path, data):
+            table[(option, *below)] = Source(where.file, line, column)
+    base = source_of(doc, (key,))
+    return LocatedSource(base.file, base.line, base.column, FrozenDict(table))
+
+
+def _positions(doc: Document, path: DocPath, value: Any,
+               below: DocPath = ()) -> Iterator[tuple[DocPath, tuple[int, int]]]:
+    yield below, doc.pos(path)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _positions(doc, (*path, key), item, (*below, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _positions(doc, (*path, index), item, (*below, index))
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -142,7 +206,8 @@ class Builder:
             description=Text.of(spec.get("description")), title=spec.get("title"),
             icon=spec.get("icon"), search=tuple(spec.get("search") or ()), indexes=indexes,
             renamed_from=_names(spec.get("renamed_from")),
-            source=source_of(draft.doc, ("entity",)))
+            source=located(draft.doc, "entity", {o: draft.locate(o) for o in
+                                                 ("title", "search", "indexes") if o in spec}))
         self._entities[id(draft)] = (draft, entity)
         return entity
 
@@ -169,7 +234,8 @@ class Builder:
         form = Form(draft.module, draft.name, spec["entity"],
                     Text.of(spec.get("label"), draft.name.replace("_", " ").capitalize()),
                     tuple(sections), bool(spec.get("default")), draft.origin,
-                    source_of(doc, ("form",)))
+                    located(doc, "form", {o: (doc, (o,)) for o in ("default", "sections")
+                                          if o in spec}))
         self._definitions[id(draft)] = (draft, form)
         return form
 
@@ -193,7 +259,9 @@ class Builder:
                     tuple(columns), sort, freeze(spec.get("filter")),
                     tuple(spec.get("quick_filters") or ()), tuple(spec.get("search") or ()),
                     spec.get("page_size", 50), bool(spec.get("default")), draft.origin,
-                    source_of(doc, ("view",)))
+                    located(doc, "view", {o: (doc, (o,)) for o in
+                                          ("default", "sort", "filter", "quick_filters", "search")
+                                          if o in spec}))
         self._definitions[id(draft)] = (draft, view)
         return view
 
@@ -230,9 +298,10 @@ def _merge_field(first: Field, second: Field, entity: str, types: FieldTypeRegis
             field_type = second.type
         elif first.type not in types[second.type].widens_to:
             where = second.source
-            sink.add(_conflict(where, f"`{entity}.{second.name}` is a {first.type} field in one "
-                               f"business unit and a {second.type} field in another; they share "
-                               "one table", "give the unit's field a different name"))
+            sink.add(_conflict(where, f"`{entity}.{second.name}` is {a_or_an(first.type)} field "
+                               f"in one business unit and {a_or_an(second.type)} field in "
+                               "another; they share one table",
+                               "give one unit's field a different name"))
             return first
     if second.target != first.target:
         sink.add(_conflict(second.source, f"`{entity}.{second.name}` refers to {first.target} in "
@@ -251,9 +320,7 @@ def _merge_field(first: Field, second: Field, entity: str, types: FieldTypeRegis
         index=first.index or second.index)
 
 
-def _conflict(where: Source | None, message: str, hint: str | None):
-    from .diagnostics import Diagnostic
-
+def _conflict(where: Source | None, message: str, hint: str | None) -> Diagnostic:
     return Diagnostic("overlay.conflict", message, where.file if where else None,
                       where.line if where else 0, where.column if where else 0, hint=hint)
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..hookspecs import hookimpl
-from .diagnostics import Diagnostic, did_you_mean
+from .build import LocatedSource
+from .diagnostics import Diagnostic, DocPath, did_you_mean
 from .fieldtypes import FieldTypeRegistry
 from .ir import Entity, Field, Module, Scope, Source
 
@@ -66,6 +67,13 @@ class CheckContext:
 Check = Callable[[CheckContext], Iterable[Diagnostic]]
 
 
+def at(where: Source | None, *path: str | int) -> Source | None:
+    """Where part `path` of a definition is written (the definition itself if not known)."""
+    if isinstance(where, LocatedSource):
+        return where.at(*path)
+    return where
+
+
 def check_reserved_names(ctx: CheckContext) -> Iterator[Diagnostic]:
     for entity in ctx.scope.entities.values():
         if entity.name in RESERVED_ENTITY_NAMES:
@@ -98,9 +106,13 @@ def check_references(ctx: CheckContext) -> Iterator[Diagnostic]:
             if f.type not in ("reference", "many_to_many", "children") or not f.target:
                 continue
             if f.target not in entities:
+                module = f.target.split(".")[0]
                 yield ctx.error("ref.unknown-entity", f"`{entity.key}.{f.name}` refers to "
                                 f"`{f.target}`, which is not an entity of the enabled modules",
-                                f.source, did_you_mean(f.target, entities))
+                                f.source, did_you_mean(f.target, entities) or (
+                                    f"module `{module}` is not enabled here; enabled: "
+                                    f"{', '.join(ctx.scope.modules) or 'none'}"
+                                    if module not in ctx.scope.modules else None))
                 continue
             target_module = f.target.split(".")[0]
             if f.origin == "module" and entity.module in ctx.modules and \
@@ -127,19 +139,23 @@ def check_entity_parts(ctx: CheckContext) -> Iterator[Diagnostic]:
             for name in TITLE_PLACEHOLDER.findall(entity.title):
                 if name not in names:
                     yield ctx.error("entity.title", f"title names `{{{name}}}`, which is not a "
-                                    f"field of {entity.key}", entity.source,
+                                    f"field of {entity.key}", at(entity.source, "title"),
                                     did_you_mean(name, names))
-        for name in entity.search:
+        for position, name in enumerate(entity.search):
             if name not in names:
                 yield ctx.error("entity.search", f"search names `{name}`, which is not a field "
-                                f"of {entity.key}", entity.source, did_you_mean(name, names))
-        for index in entity.indexes:
-            for name in index.fields:
+                                f"of {entity.key}", at(entity.source, "search", position),
+                                did_you_mean(name, names))
+        for number, index in enumerate(entity.indexes):
+            for position, name in enumerate(index.fields):
                 f = entity.get_field(name)
                 if f is None or not f.stored:
+                    what = "not a field" if f is None else "a field that is not stored"
                     yield ctx.error("entity.index", f"index `{index.name}` names `{name}`, which "
-                                    f"is not a stored field of {entity.key}", entity.source,
-                                    did_you_mean(name, names))
+                                    f"is {what} of {entity.key}",
+                                    at(entity.source, "indexes", number, "fields", position),
+                                    did_you_mean(name, names) if f is None else
+                                    f"{f.type} fields have no column to index")
         for f in entity.fields:
             if f.formula is not None:
                 for path in sorted(f.formula.field_paths()):
@@ -152,27 +168,31 @@ def check_entity_parts(ctx: CheckContext) -> Iterator[Diagnostic]:
                                         "itself", f.source)
 
 
-def _condition_fields(condition: Any) -> Iterator[tuple[str, str | None]]:
+def _condition_fields(condition: Any,
+                      below: DocPath = ()) -> Iterator[tuple[DocPath, str, str | None]]:
+    """Every (place in the condition, field path, operator) of a condition."""
     if not isinstance(condition, Mapping):
         return
     for key in ("all", "any"):
-        for item in condition.get(key) or ():
-            yield from _condition_fields(item)
+        for index, item in enumerate(condition.get(key) or ()):
+            yield from _condition_fields(item, (*below, key, index))
     if "not" in condition:
-        yield from _condition_fields(condition["not"])
+        yield from _condition_fields(condition["not"], (*below, "not"))
     if "field" in condition:
-        yield condition["field"], condition.get("op")
+        yield below, condition["field"], condition.get("op")
 
 
 def _check_condition(ctx: CheckContext, entity: Entity, condition: Any, where: Source | None,
-                     owner: str) -> Iterator[Diagnostic]:
-    for path, op in _condition_fields(condition):
+                     owner: str, *place: str | int) -> Iterator[Diagnostic]:
+    for below, path, op in _condition_fields(condition):
         found, problem = ctx.resolve_path(entity, path)
         if found is None:
-            yield ctx.error("condition.field", f"{owner}: {problem}", where)
+            yield ctx.error("condition.field", f"{owner}: {problem}",
+                            at(where, *place, *below, "field"))
         if op is not None and op not in ctx.operators:
-            yield ctx.error("condition.operator", f"{owner}: unknown operator `{op}`", where,
-                            did_you_mean(op, ctx.operators))
+            yield ctx.error("condition.operator", f"{owner}: unknown operator `{op}`",
+                            at(where, *place, *below, "op"), did_you_mean(op, ctx.operators)
+                            or f"operators: {', '.join(sorted(ctx.operators))}")
 
 
 def check_forms(ctx: CheckContext) -> Iterator[Diagnostic]:
@@ -187,12 +207,14 @@ def check_forms(ctx: CheckContext) -> Iterator[Diagnostic]:
         if form.default:
             if form.entity in defaults:
                 yield ctx.error("form.two-defaults", f"{form.entity} has two default forms: "
-                                f"`{defaults[form.entity]}` and `{form.key}`", form.source)
+                                f"`{defaults[form.entity]}` and `{form.key}`",
+                                at(form.source, "default"),
+                                "set `default: true` on one form of the entity only")
             defaults[form.entity] = form.key
         seen: set[str] = set()
-        for section in form.sections:
+        for number, section in enumerate(form.sections):
             yield from _check_condition(ctx, entity, section.visible_when, form.source,
-                                        f"form `{form.key}`")
+                                        f"form `{form.key}`", "sections", number, "visible_when")
             for item in section.fields:
                 if entity.get_field(item.field) is None:
                     yield ctx.error("form.unknown-field", f"form `{form.key}` places `{item.field}`"
@@ -219,7 +241,9 @@ def check_views(ctx: CheckContext) -> Iterator[Diagnostic]:
         if view.default:
             if view.entity in defaults:
                 yield ctx.error("view.two-defaults", f"{view.entity} has two default views: "
-                                f"`{defaults[view.entity]}` and `{view.key}`", view.source)
+                                f"`{defaults[view.entity]}` and `{view.key}`",
+                                at(view.source, "default"),
+                                "set `default: true` on one view of the entity only")
             defaults[view.entity] = view.key
         known = set(entity.field_names) | SYSTEM_COLUMNS
         for column in view.columns:
@@ -231,14 +255,14 @@ def check_views(ctx: CheckContext) -> Iterator[Diagnostic]:
                                 column.source)
         for what, names in (("sort", [k.field for k in view.sort]),
                             ("quick_filters", view.quick_filters), ("search", view.search)):
-            for name in names:
+            for position, name in enumerate(names):
                 if name not in known:
                     yield ctx.error(f"view.unknown-{what.replace('_', '-')}",
                                     f"view `{view.key}` {what} names `{name}`, which is not a "
-                                    f"field of {entity.key}", view.source,
+                                    f"field of {entity.key}", at(view.source, what, position),
                                     did_you_mean(name, known))
         yield from _check_condition(ctx, entity, view.filter, view.source,
-                                    f"view `{view.key}` filter")
+                                    f"view `{view.key}` filter", "filter")
 
 
 BUILTIN_CHECKS: tuple[Check, ...] = (

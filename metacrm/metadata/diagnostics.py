@@ -70,6 +70,11 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     return f"did you mean `{matches[0]}`?" if matches else None
 
 
+def a_or_an(word: str) -> str:
+    """`word` with its indefinite article: `a string`, `an enum`, `an integer`."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def sort_key(diagnostic: Diagnostic) -> tuple[str, int, int, str]:
     return (diagnostic.file or "", diagnostic.line, diagnostic.column, diagnostic.code)
 

@@ -23,7 +23,7 @@ from yaml.resolver import BaseResolver
 from .diagnostics import Diagnostic, DocPath
 
 try:  # libyaml is bundled in PyYAML's wheels; the pure-Python parser is the fallback
-    from yaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser
 except ImportError:  # pragma: no cover - depends on the platform's wheel
     from yaml.composer import Composer
     from yaml.parser import Parser
@@ -164,8 +164,12 @@ def load_bytes(raw: bytes, name: str, *, max_bytes: int = MAX_FILE_BYTES,
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise LoadError([Diagnostic("yaml.encoding", "file is not valid UTF-8", name,
-                                    line, 1)]) from exc
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        column = len(raw[start:exc.start].decode("utf-8", "replace")) + 1
+        raise LoadError([Diagnostic(
+            "yaml.encoding", f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02X} on line "
+            f"{line})", name, line, column,
+            hint="save the file with the UTF-8 encoding")]) from exc
     root = _compose(text, name)
     builder = _Builder(name, max_nodes)
     data = builder.build(root, ())
@@ -181,14 +185,19 @@ def _compose(text: str, name: str) -> Node:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        if "expected a single document" in str(exc.context or ""):
-            message = "a definition file holds one YAML document; found a second one"
-        else:
-            message = f"invalid YAML: {problem}"
-        raise LoadError([Diagnostic("yaml.syntax", message, name, line, column)]) from exc
+        message, hint = _explain(exc, text)
+        raise LoadError([Diagnostic("yaml.syntax", message, name, line, column,
+                                    hint=hint)]) from exc
     except yaml.YAMLError as exc:
-        raise LoadError([Diagnostic("yaml.syntax", f"invalid YAML: {exc}", name, 1, 1)]) from exc
+        line, column, message, hint = 1, 1, f"invalid YAML: {exc}", None
+        if isinstance(exc, yaml.reader.ReaderError):
+            before = text[:exc.position]
+            line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+            code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            message = f"invalid YAML: the control character U+{code:04X} is not allowed"
+            hint = "remove it; it is often pasted in by accident from another program"
+        raise LoadError([Diagnostic("yaml.syntax", message, name, line, column,
+                                    hint=hint)]) from exc
     finally:
         dispose = getattr(composer, "dispose", None)
         if dispose:
@@ -197,6 +206,60 @@ def _compose(text: str, name: str) -> Node:
         raise LoadError([Diagnostic("yaml.empty", "file is empty; expected a definition",
                                     name, 1, 1)])
     return root
+
+
+def _explain(exc: yaml.MarkedYAMLError, text: str) -> tuple[str, str | None]:
+    """A syntax error in words a product manager can act on (the same for both parsers)."""
+    context, problem = exc.context or "", exc.problem or ""
+    mark, opened = exc.problem_mark, exc.context_mark
+    since = f" on line {opened.line + 1}" if opened else ""
+    lines = text.split("\n") if mark is not None else []
+    row = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+    char = row[mark.column] if mark is not None and mark.column < len(row) else ""
+    if "expected a single document" in context:
+        return ("a definition file holds one YAML document; found a second one",
+                "remove the `---` line and everything after it, or move it to its own file")
+    if "cannot start any token" in problem:
+        if char == "\t":
+            return ("invalid YAML: a tab character is used for indentation",
+                    "indent with spaces; YAML does not allow tabs")
+        return (f"invalid YAML: a value cannot start with {char!r}",
+                "put the value in quotes")
+    if "flow mapping" in context or "flow sequence" in context:
+        pair = "{}" if "mapping" in context else "[]"
+        return (f"invalid YAML: expected `,` or `{pair[1]}` in the `{pair[0]} ... {pair[1]}` "
+                f"that starts{since}",
+                f"close every `{pair[0]}` with `{pair[1]}` and separate the items with commas")
+    if "quoted scalar" in context:
+        if "escape" in problem:
+            return ("invalid YAML: unknown escape sequence in double-quoted text",
+                    "write a backslash as \\\\, or use single quotes")
+        return (f"invalid YAML: the quoted text that starts{since} is never closed",
+                "add the closing quote")
+    if "mapping values are not allowed" in problem:
+        return ("invalid YAML: found `key: value` where a plain value was expected",
+                "put text that contains `: ` in quotes, e.g. title: \"Lead: {company}\"; "
+                "otherwise check this line's indentation")
+    if "block mapping" in context:
+        return ("invalid YAML: this line's indentation does not match the lines above it",
+                f"the keys of the block that starts{since} must all start in the same column")
+    if "block collection" in context:
+        return ("invalid YAML: expected a list item (`- `) here",
+                f"the items of the list that starts{since} must all start with `- ` in the "
+                "same column")
+    if "expected node content" in problem:
+        return ("invalid YAML: a value is missing here, or starts with a character that needs "
+                "quotes", "put the value in quotes")
+    if "undefined alias" in problem:
+        return ("invalid YAML: an alias (`*name`) refers to an anchor (`&name`) that is not "
+                "defined above it", None)
+    return f"invalid YAML: {problem or context or 'not a YAML document'}", None
+
+
+def _tag_name(tag: str) -> str:
+    """A tag as written in YAML: `!!python/object`, `!include`."""
+    prefix = "tag:yaml.org,2002:"
+    return f"!!{tag[len(prefix):]}" if tag.startswith(prefix) else tag
 
 
 class _Builder:
@@ -222,8 +285,8 @@ class _Builder:
         if self.count > self.max_nodes:
             if self.count == self.max_nodes + 1:
                 self.error("yaml.too-many-nodes",
-                           f"document expands to more than {self.max_nodes:,} values "
-                           "(an alias-expansion bomb?)", node, path,
+                           f"anchors and aliases expand this file to more than "
+                           f"{self.max_nodes:,} values", node, path,
                            "avoid deeply nested anchors and aliases (&name / *name)")
             return None
         mark = node.start_mark
@@ -250,7 +313,8 @@ class _Builder:
         return None
 
     def unknown_tag(self, node: Node, path: DocPath) -> None:
-        self.error("yaml.unknown-tag", f"unknown or unsafe tag `{node.tag}`", node, path,
+        self.error("yaml.unknown-tag", f"unknown or unsafe tag `{_tag_name(node.tag)}`", node,
+                   path,
                    "remove the tag; definitions use plain YAML values only")
 
     def mapping(self, node: MappingNode, path: DocPath) -> dict[str, Any]:
@@ -262,7 +326,8 @@ class _Builder:
                     f"`{key_node.value}`" if key_node.value else "an empty key")
                 self.error("yaml.non-string-key",
                            f"keys must be names (text); found {kind}", key_node, path,
-                           "quote the key if it is meant as text, e.g. \"1\": ...")
+                           f"quote the key if it is meant as text, e.g. \"{key_node.value}\": ..."
+                           if isinstance(key_node, ScalarNode) and key_node.value else None)
                 continue
             key = key_node.value
             if key == "<<":

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import DiagnosticSink, DocPath, did_you_mean
+from .diagnostics import DiagnosticSink, DocPath, a_or_an, did_you_mean
 from .fieldtypes import FieldTypeRegistry
 from .ir import FrozenDict, Text, Unit
 from .library import MODULE_MANIFEST, Library, definition_files
@@ -66,12 +66,15 @@ class FieldDraft:
 
 @dataclass(slots=True)
 class EntityDraft:
+    """An entity being resolved; `where` remembers which overlay set each entity option."""
+
     module: str
     name: str
     id: str
     spec: dict[str, Any]
     fields: dict[str, FieldDraft]
     doc: Document
+    where: dict[str, tuple[Document, DocPath]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -79,7 +82,11 @@ class EntityDraft:
 
     def clone(self) -> EntityDraft:
         return EntityDraft(self.module, self.name, self.id, dict(self.spec), dict(self.fields),
-                           self.doc)
+                           self.doc, dict(self.where))
+
+    def locate(self, option: str) -> tuple[Document, DocPath]:
+        """The file and path that set entity option `option` (the module's, unless overlaid)."""
+        return self.where.get(option, (self.doc, (option,)))
 
 
 @dataclass(slots=True)
@@ -146,7 +153,8 @@ def load_modules(store: DocumentStore, library: Library, extra_dirs: tuple[Path,
             continue
         if manifest.kind.name != "module":
             sink.add(manifest.doc.diagnostic("module.not-manifest", "module.yaml must define a "
-                                             f"module; this file defines a {manifest.kind.name}"))
+                                             "module; this file defines "
+                                             f"{a_or_an(manifest.kind.name)}"))
             continue
         if manifest.diagnostics:
             continue
@@ -177,7 +185,8 @@ def load_modules(store: DocumentStore, library: Library, extra_dirs: tuple[Path,
                 want = f"{expected} definitions" if expected else "module definitions"
                 sink.add(item.doc.diagnostic(
                     "module.wrong-folder", f"`{folder or '.'}/` holds {want}; this file defines "
-                    f"a {item.kind.name}", (item.kind.key,), key=True))
+                    f"{a_or_an(item.kind.name)}", (item.kind.key,), key=True,
+                    hint=_folder_hint(item.kind.name, item.kind.folder)))
                 continue
             loaded.append(item)
         modules[name] = ModuleSource(name, directory, manifest.doc, data["owner"],
@@ -192,7 +201,8 @@ def module_order(enabled: Iterable[tuple[str, Document, DocPath]],
     for name, doc, path in enabled:
         if name not in modules:
             sink.add(doc.diagnostic("module.unknown", f"there is no module `{name}`", path,
-                                    hint=did_you_mean(name, modules)))
+                                    hint=did_you_mean(name, modules) or _known("modules",
+                                                                               modules)))
             continue
         wanted[name] = (doc, path)
     order: list[str] = []
@@ -215,7 +225,8 @@ def module_order(enabled: Iterable[tuple[str, Document, DocPath]],
                 sink.add(source.manifest.diagnostic("module.unknown-dependency",
                                                     f"module `{name}` depends on `{dep}`, "
                                                     "which does not exist", path,
-                                                    hint=did_you_mean(dep, modules)))
+                                                    hint=did_you_mean(dep, modules) or
+                                                    _known("modules", modules)))
             elif dep not in wanted:
                 doc, where = wanted[name]
                 sink.add(doc.diagnostic("module.missing-dependency", f"module `{name}` needs "
@@ -229,6 +240,21 @@ def module_order(enabled: Iterable[tuple[str, Document, DocPath]],
     for name in wanted:
         visit(name, ())
     return order
+
+
+def _folder_hint(kind: str, folder: str | None) -> str | None:
+    if folder:
+        return f"move the file to the module's `{folder}/` folder"
+    if kind == "overlay":
+        return "overlays live in a tenant's overlay folders (listed in tenant.yaml)"
+    if kind == "tenant":
+        return "a tenant is defined in tenants/<slug>/tenant.yaml"
+    return None
+
+
+def _known(what: str, names: Iterable[str]) -> str:
+    listed = sorted(names)
+    return f"{what} in this library: {', '.join(listed)}" if listed else f"there are no {what}"
 
 
 # -- base scope -----------------------------------------------------------------------------
@@ -319,15 +345,20 @@ def apply_overlays(ctx: OverlayContext, items: Iterable[Loaded]) -> None:
         if item.kind.name not in OVERLAY_KINDS:
             ctx.sink.add(item.doc.diagnostic(
                 "overlay.wrong-kind", f"overlay folders hold overlays (`extend:`), forms and "
-                f"views; this file defines a {item.kind.name}", (item.kind.key,), key=True))
+                f"views; this file defines {a_or_an(item.kind.name)}", (item.kind.key,),
+                key=True, hint="define new entities in a module; an overlay can add fields "
+                "to an existing entity with `extend: module.entity`"
+                if item.kind.name == "entity" else None))
         elif item.kind.name == "overlay":
             apply_entity_overlay(ctx, item.doc)
         else:
             ref = item.doc.data["entity"]
             if "." not in ref:
+                known = [k for k in ctx.scope.entities if k.split(".", 1)[1] == ref]
                 ctx.sink.add(item.doc.diagnostic(
-                    "overlay.bare-entity", f"name the entity with its module, e.g. "
-                    f"`module.{ref}`", ("entity",)))
+                    "overlay.bare-entity", f"a {item.kind.name} in an overlay folder names its "
+                    f"entity with the module: `{known[0] if known else 'module.' + ref}`",
+                    ("entity",), hint=f"write `entity: {known[0]}`" if len(known) == 1 else None))
                 continue
             _add_definition(ctx.scope, item.kind.name, None, item.doc, ctx.origin, ctx.sink)
 
@@ -348,9 +379,11 @@ def apply_entity_overlay(ctx: OverlayContext, doc: Document) -> None:
     for option in ("label", "plural_label", "description"):
         if option in data:
             draft.spec[option] = _merge_text(draft.spec.get(option), data[option])
+            draft.where[option] = (doc, (option,))
     for option in ("title", "search"):
         if option in data:
             draft.spec[option] = data[option]
+            draft.where[option] = (doc, (option,))
     for name, spec in (data.get("fields") or {}).items():
         path = ("fields", name)
         if name in draft.fields:
@@ -401,13 +434,14 @@ def _change_field(ctx: OverlayContext, draft: EntityDraft, doc: Document, path: 
     new = FieldDraft(name, dict(old.spec), old.doc, old.path, old.origin, old.id, dict(old.where))
     where = f"`{draft.key}.{name}`"
 
-    def refuse(option: str, what: str) -> None:
+    def refuse(option: str, what: str, hint: str = "") -> None:
         who = f"team `{team}`" if team else "an overlay without a team"
         ctx.sink.add(doc.diagnostic(
             "overlay.not-owner", f"{who} does not own module `{draft.module}` (owner: "
-            f"`{owner}`) and may not {what} of {where}", (*path, option), key=True,
-            hint=f"ask `{owner}` to change the module, or add a new field in this overlay; "
-            "overlays may add fields and options and change labels, help, defaults and hiding"))
+            f"`{owner}`) and may not {what}", (*path, option), key=True,
+            hint=hint or f"ask `{owner}` to change the module, or add a new field in this "
+            "overlay; overlays may add fields and options and change labels, help, defaults "
+            "and hiding"))
 
     for option, value in spec.items():
         location = (doc, (*path, option))
@@ -417,25 +451,28 @@ def _change_field(ctx: OverlayContext, draft: EntityDraft, doc: Document, path: 
             old_type = ctx.types[old.spec["type"]]
             if value not in old_type.widens_to:
                 ctx.sink.add(doc.diagnostic(
-                    "overlay.type-change", f"{where} is a {old_type.name} field; an overlay may "
-                    f"not make it {value}: existing values could not be kept", (*path, option),
+                    "overlay.type-change", f"{where} is {a_or_an(old_type.name)} field; an "
+                    f"overlay may not make it {a_or_an(str(value))} field: existing values "
+                    "could not be kept", (*path, option),
                     hint=_widen_hint(old_type.name, old_type.widens_to)))
             elif team != owner:
-                refuse(option, "widen the type")
+                refuse(option, f"widen the type of {where}")
             else:
                 new.spec[option], new.where[option] = value, location
         elif option == "options":
             if isinstance(value, Mapping):
                 _patch_options(ctx, new, doc, (*path, option), value)
             elif team != owner:
-                refuse(option, "replace the options (use `options: {add: [...]}`)")
+                refuse(option, f"replace the options of {where}",
+                       "to add options, write `options: {add: [...]}`; to rename one, "
+                       "`options: {relabel: {value: label}}`")
             else:
                 new.spec[option], new.where[option] = value, location
         elif option == "required" and value is False and old.spec.get("required") \
                 and team != owner:
-            refuse(option, "make optional a required field")
+            refuse(option, f"make {where} optional: the module requires it")
         elif option in STRUCTURAL_OPTIONS and value != old.spec.get(option) and team != owner:
-            refuse(option, f"change `{option}`")
+            refuse(option, f"change `{option}` of {where}")
         elif option in TEXT_OPTIONS:
             new.spec[option] = _merge_text(old.spec.get(option), value)
             new.where[option] = location
@@ -448,7 +485,7 @@ def _change_field(ctx: OverlayContext, draft: EntityDraft, doc: Document, path: 
 
 def _widen_hint(name: str, widens_to: frozenset[str]) -> str:
     if widens_to:
-        return f"a {name} field may only be widened to {', '.join(sorted(widens_to))}"
+        return f"{a_or_an(name)} field may only be widened to {', '.join(sorted(widens_to))}"
     return "add a new field with the type you need instead"
 
 
@@ -456,8 +493,9 @@ def _patch_options(ctx: OverlayContext, field_draft: FieldDraft, doc: Document, 
                    patch: Mapping[str, Any]) -> None:
     current = list(field_draft.spec.get("options") or [])
     if "options" not in ctx.types[field_draft.spec["type"]].options_schema:
-        ctx.sink.add(doc.diagnostic("overlay.no-options", f"`{field_draft.name}` is a "
-                                    f"{field_draft.spec['type']} field and has no options", path))
+        ctx.sink.add(doc.diagnostic("overlay.no-options", f"`{field_draft.name}` is "
+                                    f"{a_or_an(field_draft.spec['type'])} field and has no "
+                                    "options", path))
         return
     values = [o["value"] if isinstance(o, Mapping) else o for o in current]
     for index, option in enumerate(patch.get("add") or ()):
@@ -555,8 +593,12 @@ def overlay_files(store: DocumentStore, doc: Document, base: Path, folders: Iter
     for index, folder in enumerate(folders):
         target = (base / folder).resolve()
         if not target.exists():
+            here = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_dir())
             sink.add(doc.diagnostic("tenant.missing-overlay", f"overlay folder `{folder}` does "
-                                    "not exist", (*path, index)))
+                                    "not exist", (*path, index),
+                                    hint=f"folders are relative to {doc.file}; the folders "
+                                    f"there are {', '.join(here[:12])}" if here else
+                                    f"create it next to {doc.file}"))
             continue
         items.extend(store.load(p) for p in definition_files(target))
     return items

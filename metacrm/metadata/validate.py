@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 import fastjsonschema
@@ -18,6 +20,7 @@ from .schemas import build_schema
 _JSON_TYPES = {"string": "text", "object": "a mapping (key: value)", "array": "a list",
                "integer": "a whole number", "number": "a number", "boolean": "true or false",
                "null": "nothing"}
+_YAML11_BOOLEANS = frozenset({"yes", "no", "on", "off", "y", "n"})
 _NAME_HINT = "use lower-case letters, digits and underscores, starting with a letter"
 
 
@@ -38,16 +41,31 @@ def _expected(types: str | list[str]) -> str:
     return " or ".join(_JSON_TYPES.get(t, t) for t in names)
 
 
+@lru_cache(maxsize=256)
+def _fast_validator(schema_json: str) -> Callable[[Any], Any] | None:
+    """fastjsonschema's check for one schema (given as JSON text), generated once per process.
+
+    Generating the code is the slow part of building a SchemaValidator (tens of milliseconds
+    per schema); the generated function is pure, so every Compiler can share it.
+    """
+    schema = json.loads(schema_json)
+    try:
+        return fastjsonschema.compile(
+            dict(schema, **{"$schema": "http://json-schema.org/draft-07/schema#"}))
+    except (fastjsonschema.JsonSchemaDefinitionException, ValueError):
+        return None
+
+
 class _Pair:
     """A schema compiled twice: a fast yes/no check and a validator that lists every error."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.full = Draft202012Validator(schema)
         try:
-            self.fast = fastjsonschema.compile(
-                dict(schema, **{"$schema": "http://json-schema.org/draft-07/schema#"}))
-        except (fastjsonschema.JsonSchemaDefinitionException, ValueError):
-            self.fast = None
+            text = json.dumps(schema, sort_keys=True)
+        except (TypeError, ValueError):  # a plugin schema that is not plain JSON
+            text = None
+        self.fast = _fast_validator(text) if text is not None else None
 
     def passes(self, data: Any) -> bool:
         if self.fast is None:
@@ -168,7 +186,7 @@ class SchemaValidator:
             missing = error.message.split("'")[1] if "'" in error.message else "?"
             what = self._what(path)
             yield doc.diagnostic("schema.missing-key", f"{what} needs `{missing}`", path,
-                                 hint=self._missing_hint(missing))
+                                 hint=self._missing_hint(missing, value))
         elif rule == "enum":
             options = [str(o) for o in error.validator_value]
             yield doc.diagnostic(
@@ -226,18 +244,30 @@ class SchemaValidator:
             return "this definition"
         return f"`{self._name(path)}`"
 
-    def _missing_hint(self, key: str) -> str | None:
+    def _missing_hint(self, key: str, spec: Any) -> str | None:
         if key == "type":
             return f"field types: {', '.join(self.types.names())}"
+        field_type = spec.get("type") if isinstance(spec, Mapping) else None
+        if isinstance(field_type, str) and field_type in self.types:
+            example = self.types[field_type].example
+            return f"for example: {example}" if example else None
         return None
 
     @staticmethod
     def _type_hint(value: Any, expected: Any) -> str | None:
-        if "string" in ([expected] if isinstance(expected, str) else expected):
+        expected = [expected] if isinstance(expected, str) else list(expected)
+        if "string" in expected:
             if isinstance(value, bool):
                 return "quote it (\"yes\") if it is meant as text"
             if isinstance(value, int | float):
                 return f"quote it (\"{value}\") if it is meant as text"
+        if "boolean" in expected and isinstance(value, str):
+            if value.lower() in _YAML11_BOOLEANS:
+                return f"write true or false; `{value}` is text in YAML 1.2"
+            return "write true or false"
+        if expected[:1] in (["integer"], ["number"]) and isinstance(value, str) and \
+                re.fullmatch(r"\s*[-+]?[0-9]+(\.[0-9]+)?\s*", value):
+            return "write the number without quotes"
         return None
 
     def _unknown_key(self, key: str, path: tuple) -> str:
