@@ -28,6 +28,7 @@ from ..platform.records import (
     RecordService,
     ValidationFailed,
 )
+from ..platform.systables import runtime_system_tables
 from .openapi import build_openapi
 
 LIST_PARAMS = frozenset({"filter", "sort", "limit", "cursor", "fields", "expand", "count",
@@ -117,7 +118,8 @@ class EntityAPI:
             raise Unauthorized("send `Authorization: Bearer <token>`; create one with "
                                "`metacrm token create TENANT USER`")
         with self.runtime.connect() as connection:
-            user = user_for_token(connection, token.strip())
+            user = user_for_token(connection, token.strip(),
+                                  runtime_system_tables(self.runtime))
         if user is None:
             raise Unauthorized("the token is unknown, revoked or expired")
         return user
@@ -143,10 +145,7 @@ class EntityAPI:
         args = request.args
         conditions: list[Any] = []
         if "filter" in args:
-            try:
-                conditions.append(json.loads(args["filter"]))
-            except ValueError as exc:
-                raise BadRequest("`filter` is not valid JSON", {"filter": [str(exc)]}) from exc
+            conditions.append(_json_text(args["filter"], "filter"))
         for name, raw in args.items(multi=True):
             if name in LIST_PARAMS:
                 continue
@@ -229,8 +228,8 @@ class EntityAPI:
     def create(self, module: str, entity: str) -> Response:
         key = self.entity_key(module, entity)
         record = self.service().create(key, self.body())
-        return json_response(record, 201, {"ETag": _etag(record),
-                                           "Location": f"{request.path}/{record['id']}"})
+        location = f"{request.script_root}{request.path.rstrip('/')}/{record['id']}"
+        return json_response(record, 201, {"ETag": _etag(record), "Location": location})
 
     def get(self, module: str, entity: str, record_id: int) -> Response:
         key = self.entity_key(module, entity)
@@ -299,18 +298,48 @@ class EntityAPI:
             document = build_openapi(self.registry.scope(unit), tenant=self.runtime.slug,
                                      version=self.registry.version)
             self._openapi[unit] = document
-        return json_response(document)
+        # the API lives where this document was asked for (/t/<slug>/, a header or a host)
+        return json_response({**document, "servers": [{"url": f"{request.script_root}/"}]})
 
     def body(self) -> dict[str, Any]:
         if not request.data:
             raise ValidationFailed("send the fields as a JSON object")
-        try:
-            data = json.loads(request.data)
-        except ValueError as exc:
-            raise BadRequest("the body is not valid JSON", {"body": [str(exc)]}) from exc
+        data = _json_text(request.data, "body")
         if not isinstance(data, dict):
             raise ValidationFailed("the body must be a JSON object of field values")
         return data
+
+
+def _json_text(text: str | bytes, name: str) -> Any:
+    """Parsed JSON from a request, or a 400 naming `name` (the body or a parameter)."""
+    what = "the body" if name == "body" else f"`{name}`"
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BadRequest(f"{what} is not valid JSON", {name: [message]}) from exc
+    if not _encodable(data):
+        raise BadRequest(f"{what} holds text that is not valid Unicode (a lone surrogate)",
+                         {name: ["not valid Unicode"]})
+    return data
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string in a JSON value can be encoded as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def _etag(record: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .systables import system_tables
+from .systables import SystemTables, system_tables
 
 TOKEN_PREFIX = "mcrm_"
 
@@ -64,15 +64,27 @@ def revoke_token(connection: sa.Connection, token: str) -> bool:
     return result.rowcount > 0
 
 
-def user_for_token(connection: sa.Connection, token: str) -> User | None:
+def token_lookup(tables: SystemTables) -> sa.Select:
+    """The token → user statement, built once per set of tables (its cache key is kept)."""
+    statement = tables.statements.get("token_lookup")
+    if statement is None:
+        tokens, users = tables.tokens, tables.users
+        statement = (
+            sa.select(users.c.id, users.c.username, users.c.display_name,
+                      users.c.business_unit, users.c.locale, tokens.c.expires_at,
+                      tokens.c.revoked_at)
+            .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+            .where(tokens.c.token_hash == sa.bindparam("token_hash"),
+                   users.c.active.is_(True)))
+        tables.statements["token_lookup"] = statement
+    return statement
+
+
+def user_for_token(connection: sa.Connection, token: str,
+                   tables: SystemTables | None = None) -> User | None:
     """The active user a token belongs to, or None (unknown, revoked or expired)."""
-    tables = system_tables()
-    tokens, users = tables.tokens, tables.users
-    row = connection.execute(
-        sa.select(users.c.id, users.c.username, users.c.display_name, users.c.business_unit,
-                  users.c.locale, tokens.c.expires_at, tokens.c.revoked_at)
-        .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
-        .where(tokens.c.token_hash == hash_token(token), users.c.active.is_(True))).first()
+    tables = tables or system_tables()
+    row = connection.execute(token_lookup(tables), {"token_hash": hash_token(token)}).first()
     if row is None or row.revoked_at is not None:
         return None
     if row.expires_at is not None:

@@ -80,7 +80,13 @@ class TenantDatabase:
 
     @contextmanager
     def begin(self, **options: Any) -> Iterator[sa.Connection]:
-        """A transaction on the tenant's tables (``sqlite_begin="IMMEDIATE"`` to lock early)."""
+        """A write transaction on the tenant's tables.
+
+        On SQLite it starts with ``BEGIN IMMEDIATE``: a deferred transaction that reads
+        and then writes cannot upgrade its lock while another writer commits (WAL gives
+        SQLITE_BUSY at once, without waiting), whereas an immediate one waits its turn.
+        """
+        options.setdefault("sqlite_begin", "IMMEDIATE")
         with self.engine.connect() as connection:
             connection = connection.execution_options(**self.options(**options))
             with connection.begin():

@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import decimal
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,12 +27,14 @@ from ..generators.schemas import EntitySchemas, build_entity_schemas
 from ..metadata.fieldtypes import AUTONUMBER_TOKEN
 from ..metadata.ir import Entity, Field, thaw
 from .events import RecordEvent
-from .systables import SystemTables, system_tables
+from .systables import SystemTables, runtime_system_tables
 
 SYSTEM_OUTPUT = ("id", "created_at", "created_by", "updated_at", "updated_by", "owner",
                  "business_unit", "row_version", "deleted_at")
 MAX_PAGE = 500
+log = logging.getLogger(__name__)
 COUNT_CAP = 10_000
+ID_MAX = 2**63 - 1
 
 
 class RecordError(Exception):
@@ -113,6 +116,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _same(value: Any, before: Any) -> bool:
+    """Whether a validated input value equals a field's current (JSON) value."""
+    if value is None or before is None:
+        return value is None and before is None
+    if isinstance(value, bool) or isinstance(before, bool):
+        return value is before
+    try:
+        if isinstance(value, decimal.Decimal):
+            return value == decimal.Decimal(str(before))
+        if isinstance(value, dt.datetime):
+            old = dt.datetime.fromisoformat(before)
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.UTC)
+            return value == (old if old.tzinfo else old.replace(tzinfo=dt.UTC))
+    except (ValueError, TypeError, decimal.InvalidOperation):
+        return False
+    return _jsonable(value) == before
+
+
 def _output_converter(field: Field) -> Callable[[Any], Any] | None:
     if field.type in ("decimal", "money"):
         return lambda v: None if v is None else str(v)
@@ -133,11 +155,17 @@ class EntityAccess:
         self.schemas = schemas
         self.columns = [c for c in table.c if c.name in SYSTEM_OUTPUT or
                         entity.get_field(c.name) is not None]
+        self.column_names = frozenset(c.name for c in self.columns)
         self.converters = [(c.name, _output_converter(entity.get_field(c.name))
                             if entity.get_field(c.name) else _system_converter(c.name))
                            for c in self.columns]
         self.formulas = [f for f in entity.fields if f.formula is not None]
         self.references = {f.name: f for f in entity.fields if f.type == "reference"}
+        record_id = sa.bindparam("record_id")
+        select = sa.select(*self.columns).where(table.c.id == record_id)
+        # Built once: a statement object memoizes its cache key, so reuse skips recompiling.
+        self.get_live = select.where(table.c.deleted_at.is_(None))
+        self.get_any = select
         self.many = {f.name: f for f in entity.fields if f.type == "many_to_many"}
 
     def to_json(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,8 +220,17 @@ class RecordService:
         self.emit = emit
         self.registry = runtime.registry
         self.scope = self.registry.scope(self.actor.unit)
-        self.system: SystemTables = _system_tables_for(runtime)
+        self.system: SystemTables = runtime_system_tables(runtime)
         self._access: dict[str, EntityAccess] = {}
+
+    def _write(self) -> Any:
+        """A write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE), so
+        concurrent writers queue on the busy timeout instead of failing with "database is
+        locked" when a deferred read would have to become a write."""
+        db = getattr(self.runtime, "db", None)
+        if db is None:
+            return self.runtime.begin()
+        return db.begin(compiled_cache=self.runtime.compiled_cache, sqlite_begin="IMMEDIATE")
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -209,6 +246,7 @@ class RecordService:
     def get(self, entity_key: str, record_id: int, *, include_deleted: bool = False,
             expand: Sequence[str] = ()) -> dict[str, Any]:
         access = self.access(entity_key)
+        _existing_id(entity_key, record_id)
         table = access.table
         query = sa.select(*access.columns).where(table.c.id == record_id)
         if not include_deleted:
@@ -264,15 +302,20 @@ class RecordService:
         table = access.table
         keys = []
         for name, desc in sort:
-            if name not in table.c or name == "id":
-                continue
+            if name == "id":  # unique: it ends the order, in the direction asked
+                keys.append((table.c.id, desc, lambda row: row["id"]))
+                return keys
+            field_def = access.entity.get_field(name)
+            if name not in access.column_names or (
+                    field_def is not None and field_def.type in ("json", "multi_enum")):
+                raise RecordError(f"cannot sort by `{name}`: not a sortable field",
+                                  {"sort": [f"`{name}` is not a sortable field"]})
             column = table.c[name]
-            if column.nullable:
+            if column.nullable:  # NULLs last in either direction: the flag always ascends
                 flag = sa.case((column.is_(None), 1), else_=0)
-                keys.append((flag, desc, lambda row, n=name: 1 if row[n] is None else 0))
+                keys.append((flag, False, lambda row, n=name: 1 if row[n] is None else 0))
             keys.append((column, desc, lambda row, n=name: row[n]))
-        id_desc = bool(sort) and sort[-1][1] if not keys else False
-        keys.append((table.c.id, id_desc, lambda row: row["id"]))
+        keys.append((table.c.id, False, lambda row: row["id"]))  # ties: oldest first
         return keys
 
     def _expand(self, connection: sa.Connection, access: EntityAccess,
@@ -355,17 +398,16 @@ class RecordService:
         system = {"created_at": now, "updated_at": now, "created_by": self.actor.user_id,
                   "updated_by": self.actor.user_id, "owner": self.actor.user_id,
                   "business_unit": self.actor.unit, "row_version": 1}
-        with self.runtime.begin() as connection:
+        with self._write() as connection:
             self._autonumbers(connection, access, values)
-            self._check_references(connection, access, values)
+            self._check_references(connection, access, {**values, **links})
             try:
-                record_id = connection.execute(access.table.insert().values(
-                    **values, **system).returning(access.table.c.id)).scalar_one()
+                row = connection.execute(access.table.insert().values(
+                    **values, **system).returning(*access.columns)).mappings().one()
             except sa.exc.IntegrityError as exc:
                 raise _integrity(exc, access) from exc
+            record_id = row["id"]
             self._write_links(connection, access, record_id, links, replace=False)
-            row = connection.execute(sa.select(*access.columns).where(
-                access.table.c.id == record_id)).mappings().one()
             record = access.to_json(row)
             changes = {k: (None, record.get(k)) for k in values}
             changes.update({k: (None, v) for k, v in links.items()})
@@ -376,13 +418,14 @@ class RecordService:
     def update(self, entity_key: str, record_id: int, data: Any, *,
                expected_version: int | None = None) -> dict[str, Any]:
         access = self.access(entity_key)
+        _existing_id(entity_key, record_id)
         values = self._validate(access.schemas.update, data)
         body_version = values.pop("row_version", None)
         expected = expected_version if expected_version is not None else body_version
         links = {k: values.pop(k) for k in list(values) if k in access.many}
         table = access.table
         now = dt.datetime.now(dt.UTC)
-        with self.runtime.begin() as connection:
+        with self._write() as connection:
             current = connection.execute(sa.select(*access.columns).where(
                 table.c.id == record_id, table.c.deleted_at.is_(None))).mappings().first()
             if current is None:
@@ -394,8 +437,8 @@ class RecordService:
                     f"you sent {expected}); reload it and apply your change again",
                     current_version=version)
             before = access.to_json(current)
-            self._check_references(connection, access, values)
-            changed = {k: v for k, v in values.items() if _jsonable(v) != before.get(k)}
+            self._check_references(connection, access, {**values, **links})
+            changed = {k: v for k, v in values.items() if not _same(v, before.get(k))}
             if changed or links:
                 try:
                     result = connection.execute(table.update().where(
@@ -432,10 +475,11 @@ class RecordService:
     def _soft(self, entity_key: str, record_id: int, expected: int | None,
               deleting: bool) -> dict[str, Any]:
         access = self.access(entity_key)
+        _existing_id(entity_key, record_id)
         table = access.table
         now = dt.datetime.now(dt.UTC)
         state = table.c.deleted_at.is_(None) if deleting else table.c.deleted_at.is_not(None)
-        with self.runtime.begin() as connection:
+        with self._write() as connection:
             current = connection.execute(sa.select(table.c.row_version, table.c.deleted_at)
                                          .where(table.c.id == record_id)).first()
             if current is None or (current.deleted_at is None) != deleting:
@@ -468,16 +512,22 @@ class RecordService:
         result = BulkResult()
         if key is not None:
             key_field = access.entity.get_field(key)
-            if key_field is None or not key_field.unique:
+            if key_field is None or not key_field.unique or \
+                    key not in access.schemas.update.fields:
                 raise ValidationFailed(f"`{key}` is not a unique field of {entity_key}, so it "
                                        "cannot match records", {"key": ["not a unique field"]})
         for index, data in enumerate(rows):
             try:
                 existing = None
                 if key is not None and isinstance(data, Mapping) and data.get(key) is not None:
+                    try:  # the key's value is checked before it reaches SQL
+                        value = access.schemas.update.fields[key].deserialize(data[key])
+                    except ma.ValidationError as exc:
+                        raise ValidationFailed("some fields are not valid",
+                                               {key: exc.messages}) from exc
                     with self.runtime.connect() as connection:
                         existing = connection.execute(sa.select(access.table.c.id).where(
-                            access.table.c[key] == data[key],
+                            access.table.c[key] == value,
                             access.table.c.deleted_at.is_(None))).scalar()
                 if existing is None:
                     result.created.append(self.create(entity_key, data)["id"])
@@ -542,6 +592,8 @@ class RecordService:
 
     def history(self, entity_key: str, record_id: int) -> list[dict[str, Any]]:
         audit = self.system.audit
+        if not 1 <= record_id <= ID_MAX:
+            return []
         with self.runtime.connect() as connection:
             rows = connection.execute(sa.select(audit).where(
                 audit.c.entity == entity_key, audit.c.record_id == record_id)
@@ -552,16 +604,30 @@ class RecordService:
               changes: dict[str, tuple[Any, Any]], at: dt.datetime) -> None:
         if self.emit is None:
             return
-        self.emit(RecordEvent(self.runtime.slug, entity_key, record_id, kind,
-                              self.actor.user_id, at, self.registry.version, record,
-                              {k: (_jsonable(b), _jsonable(a)) for k, (b, a) in changes.items()},
-                              self.actor.depth))
+        event = RecordEvent(self.runtime.slug, entity_key, record_id, kind, self.actor.user_id,
+                            at, self.registry.version, record,
+                            {k: (_jsonable(b), _jsonable(a)) for k, (b, a) in changes.items()},
+                            self.actor.depth)
+        try:
+            self.emit(event)
+        except Exception:  # the change is committed: a failing listener must not undo the
+            # answer (a client seeing an error would retry and write it twice)
+            log.exception("a record_event listener failed for %s %s %s", kind, entity_key,
+                          record_id)
+
+
+def _existing_id(entity_key: str, record_id: int) -> None:
+    """Ids beyond the 64-bit range cannot exist (and cannot be sent to the database)."""
+    if not 1 <= record_id <= ID_MAX:
+        raise NotFound(f"{entity_key} {record_id} does not exist")
 
 
 def _after(keys: list[tuple[Any, bool, Any]], values: list[Any]) -> sa.ColumnElement[bool]:
     """Keyset condition: rows strictly after `values` in the order of `keys`."""
     if len(values) != len(keys):
         raise RecordError("the cursor does not match this sort; start again without it")
+    values = [_cursor_value(expr, value) for (expr, _, _), value in zip(keys, values,
+                                                                        strict=True)]
     clauses = []
     for index, (expr, desc, _) in enumerate(keys):
         value = values[index]
@@ -569,9 +635,44 @@ def _after(keys: list[tuple[Any, bool, Any]], values: list[Any]) -> sa.ColumnEle
                  for i in range(index)]
         if value is None:
             continue
-        beyond = expr < value if desc else expr > value
+        bound = sa.literal(value, expr.type)  # a bound value, booleans included
+        beyond = expr < bound if desc else expr > bound
         clauses.append(sa.and_(*equal, beyond))
     return sa.or_(*clauses) if clauses else sa.false()
+
+
+def _cursor_value(expr: Any, value: Any) -> Any:
+    """A cursor value (JSON) as the Python value of its sort key's column type."""
+    if value is None:
+        return None
+    kind = expr.type
+    try:
+        if isinstance(kind, sa.Boolean):
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if isinstance(kind, sa.Integer):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(value)
+            return value
+        if isinstance(kind, sa.Numeric):
+            number = decimal.Decimal(str(value))
+            if not number.is_finite() or isinstance(value, bool):
+                raise ValueError(value)
+            return number
+        if isinstance(kind, sa.DateTime):
+            return dt.datetime.fromisoformat(value)
+        if isinstance(kind, sa.Date):
+            return dt.date.fromisoformat(value)
+        if isinstance(kind, sa.String):
+            if not isinstance(value, str) or "\x00" in value:
+                raise ValueError(value)
+            value.encode("utf-8")  # no lone surrogates
+        elif not isinstance(value, str | int | float):  # JSON columns are not sortable
+            raise ValueError(value)
+    except (ValueError, TypeError, decimal.InvalidOperation) as exc:
+        raise RecordError("the cursor is not valid; start again without it") from exc
+    return value
 
 
 _UNIQUE_COLUMN = re.compile(r"(?:UNIQUE constraint failed: [\w.]+\.(\w+)|Key \((\w+)\)=)")
@@ -600,15 +701,6 @@ def _format_autonumber(pattern: str, now: dt.datetime, number: int) -> str:
         return now.strftime({"YYYY": "%Y", "YY": "%y", "MM": "%m", "DD": "%d"}[token])
 
     return AUTONUMBER_TOKEN.sub(replace, pattern)
-
-
-def _system_tables_for(runtime: Any) -> SystemTables:
-    cache = runtime.extras
-    tables = cache.get("system_tables")
-    if tables is None:
-        tables = system_tables()
-        cache["system_tables"] = tables
-    return tables
 
 
 def _access_for(runtime: Any, entity_key: str, unit: str | None) -> EntityAccess:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -16,6 +17,7 @@ class SystemTables:
     counters: sa.Table
     users: sa.Table
     tokens: sa.Table
+    statements: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def system_tables() -> SystemTables:
@@ -63,4 +65,14 @@ def system_tables() -> SystemTables:
 def ensure_system_tables(connection: sa.Connection) -> SystemTables:
     tables = system_tables()
     tables.metadata.create_all(connection, checkfirst=True)
+    return tables
+
+
+def runtime_system_tables(runtime: Any) -> SystemTables:
+    """The system tables of one runtime version, built once (statements then hit the
+    version's compiled cache instead of compiling against new Table objects)."""
+    tables = runtime.extras.get("system_tables")
+    if tables is None:
+        tables = system_tables()
+        runtime.extras["system_tables"] = tables
     return tables
