@@ -312,7 +312,12 @@ def _merge_field(first: Field, second: Field, entity: str, types: FieldTypeRegis
         if option.value not in values:
             options.append(option)
             values.append(option.value)
-    lengths = [n for n in (first.max_length, second.max_length) if n is not None]
+    # A limit only carries over from a field already of the final type: widening a unit's
+    # string(20) to another unit's text must not cut the text to 20 characters.
+    same_type = [f for f in (first, second) if f.type == field_type]
+    lengths = [f.max_length for f in same_type if f.max_length is not None]
+    if any(f.max_length is None for f in same_type):
+        lengths = []
     return dataclasses.replace(
         first, type=field_type, options=tuple(options),
         max_length=max(lengths) if lengths else None,

@@ -265,8 +265,32 @@ def check_views(ctx: CheckContext) -> Iterator[Diagnostic]:
                                     f"view `{view.key}` filter", "filter")
 
 
+def check_stable_ids(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Two fields (or entities) may not share a stable id: a rename would be ambiguous."""
+    entities_by_id: dict[str, Entity] = {}
+    for entity in ctx.scope.entities.values():
+        other = entities_by_id.setdefault(entity.id, entity)
+        if other is not entity:
+            yield ctx.error("id.duplicate-entity", f"entities `{other.key}` and `{entity.key}` "
+                            f"share the stable id `{entity.id}` (one was renamed from the "
+                            "other's name)", entity.source,
+                            "give the new entity a name the other never had")
+        fields_by_id: dict[str, Field] = {}
+        for f in entity.fields:
+            first = fields_by_id.setdefault(f.id, f)
+            if first is not f:
+                renamed = first if first.renamed_from else f
+                new = f if renamed is first else first
+                yield ctx.error("id.duplicate-field", f"`{entity.key}.{new.name}` takes the "
+                                f"stable id of `{renamed.name}`, which was renamed from "
+                                f"`{new.name}`; the database could not tell them apart",
+                                new.source, f"give the new field a name `{renamed.name}` "
+                                "never had")
+
+
 BUILTIN_CHECKS: tuple[Check, ...] = (
     check_reserved_names, check_references, check_entity_parts, check_forms, check_views,
+    check_stable_ids,
 )
 
 
