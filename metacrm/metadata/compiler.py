@@ -180,6 +180,8 @@ class Compiler:
         if trace is not None:
             trace.update(order=order, scopes=scopes, version=version)
         if sink.has_errors:
+            # Still build and check what did resolve, so one run reports every problem.
+            self._build(version, modules, config, scopes, sink)
             return CompileResult(config, None, sink.sorted())
         shared = self._registries.get(version)
         if shared is not None:

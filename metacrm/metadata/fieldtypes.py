@@ -227,6 +227,20 @@ def check_bounds(spec: Mapping[str, Any]) -> Iterable[SpecProblem]:
         yield ("min",), f"min ({low}) is greater than max ({high})", "swap the two values"
 
 
+def check_date_bounds(spec: Mapping[str, Any]) -> Iterable[SpecProblem]:
+    bounds = {}
+    for option in ("min", "max"):
+        value = spec.get(option)
+        if value is None or value == "today":
+            continue
+        try:
+            bounds[option] = dt.date.fromisoformat(str(value))
+        except ValueError:
+            yield (option,), f"{option} `{value}` is not a date like 2025-01-31 (or `today`)", None
+    if len(bounds) == 2 and bounds["min"] > bounds["max"]:
+        yield ("min",), f"min ({bounds['min']}) is after max ({bounds['max']})", None
+
+
 def check_decimal(spec: Mapping[str, Any]) -> Iterable[SpecProblem]:
     precision, scale = spec.get("precision", 18), spec.get("scale", 2)
     if isinstance(precision, int) and isinstance(scale, int) and scale > precision:
@@ -327,7 +341,8 @@ def builtin_field_types() -> list[FieldType]:
                   coerce=coerce_boolean, example="{type: boolean, default: false}"),
         FieldType("date", "A calendar date; `default: today` is allowed.",
                   {"min": DATE_BOUND, "max": DATE_BOUND}, widens_to=frozenset({"datetime"}),
-                  coerce=coerce_date, example="{type: date, default: today}"),
+                  coerce=coerce_date, check_spec=check_date_bounds,
+                  example="{type: date, default: today}"),
         FieldType("datetime", "A point in time with timezone; `default: now` is allowed.",
                   coerce=coerce_datetime, example="{type: datetime}"),
         FieldType("enum", "One value from a list of `options`, each with its own label.",

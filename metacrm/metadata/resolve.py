@@ -592,6 +592,12 @@ def overlay_files(store: DocumentStore, doc: Document, base: Path, folders: Iter
     items: list[Loaded] = []
     for index, folder in enumerate(folders):
         target = (base / folder).resolve()
+        if target != base.resolve() and base.resolve() not in target.parents:
+            sink.add(doc.diagnostic("tenant.overlay-outside", f"overlay folder `{folder}` is "
+                                    "outside the tenant's folder", (*path, index),
+                                    hint="a tenant's overlays live in its own folder, e.g. "
+                                    "overlays/retail"))
+            continue
         if not target.exists():
             here = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_dir())
             sink.add(doc.diagnostic("tenant.missing-overlay", f"overlay folder `{folder}` does "
