@@ -12,6 +12,7 @@ from .diagnostics import Diagnostic, DiagnosticSink, DocPath, a_or_an
 from .fieldtypes import FieldType, FieldTypeRegistry
 from .formula import FormulaError, parse_formula
 from .ir import (
+    IR_FORMAT,
     Column,
     Entity,
     Field,
@@ -196,7 +197,7 @@ class Builder:
         spec = draft.spec
         fields = tuple(self.field(f, draft.module) for f in draft.fields.values())
         indexes = tuple(
-            Index(ix.get("name") or f"ix_{draft.name}_{'_'.join(ix['fields'])}",
+            Index(ix.get("name") or f"ix_{draft.module}_{draft.name}_{'_'.join(ix['fields'])}",
                   tuple(ix["fields"]), bool(ix.get("unique")))
             for ix in spec.get("indexes") or ())
         entity = Entity(
@@ -350,6 +351,7 @@ def content_hash(modules: Mapping[str, Any], units: Mapping[str, Any],
                 [[f.name, f.id, f.origin, f.spec] for f in draft.fields.values()]]
 
     payload = {
+        "ir": IR_FORMAT,
         "modules": modules,
         "units": units,
         "scopes": [[s.unit, list(s.modules),

@@ -127,6 +127,11 @@ class Compiler:
                 f"{loaded.kind.name}"),))
         doc = loaded.doc
         directory = tenant_file.parent
+        if doc.data["tenant"] != directory.name:
+            return CompileResult(None, None, (doc.diagnostic(
+                "tenant.slug-mismatch", f"tenant `{doc.data['tenant']}` lives in folder "
+                f"`{directory.name}`; the two must match", ("tenant",),
+                hint=f"write `tenant: {directory.name}` or rename the folder"),))
         local_modules = (directory / "modules",)
         fingerprint = self._fingerprint(doc, directory, local_modules, loaded.digest)
         cached = self._results.get(fingerprint)

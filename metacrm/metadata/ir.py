@@ -67,6 +67,9 @@ def thaw(value: Any) -> Any:
 
 
 ANY_LOCALE = "*"
+IR_FORMAT = 2
+"""Part of every metadata version: bump it when the compiler starts to produce a different
+Registry from the same YAML (so every tenant is re-planned against the new output)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+import sqlalchemy as sa
 
 from ..generators.catalog import Catalog
 from ..generators.planner import Plan
@@ -29,7 +30,7 @@ from ..metadata.library import Library
 from ..metadata.resolve import TenantConfig
 from .database import Databases, TenantDatabase
 from .events import RecordEvent
-from .migrator import MigrationRefused, migrate, plan_only
+from .migrator import MigrationRefused, migrate, migration_transaction, plan_only
 from .settings import Settings
 from .store import PlatformStore
 from .systables import ensure_system_tables
@@ -118,6 +119,9 @@ class Platform:
         self._checked: dict[str, float] = {}
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[RecordEvent], None]] = []
+        self._specs: OrderedDict[str, dict[str, TableSpec]] = OrderedDict()
+        self._catalog = Catalog()
+        self._statement_cache = CompiledCache(50)
         self._operators: Any = None
         self.store.upgrade()
 
@@ -153,7 +157,14 @@ class Platform:
         self.databases.dispose()
 
     def desired_specs(self, registry: Registry) -> dict[str, TableSpec]:
-        return registry_specs(registry, self.compiler.types)
+        """The table specs a Registry needs (kept for the last few versions)."""
+        specs = self._specs.get(registry.version)
+        if specs is None:
+            specs = registry_specs(registry, self.compiler.types)
+            self._specs[registry.version] = specs
+            while len(self._specs) > 8:
+                self._specs.popitem(last=False)
+        return specs
 
     def create_tenant(self, slug: str, *, allow_destructive: bool = False) -> ReloadReport:
         """Provision tenant `slug` from tenants/<slug>/tenant.yaml (idempotent)."""
@@ -179,9 +190,12 @@ class Platform:
         result = self.compiler.compile_tenant(slug)
         if result.registry is None:
             return None, result.diagnostics
+        version = result.registry.version
+        current = self._db_version(slug)
+        if current == version:
+            return Plan(slug, current, version, ()), result.diagnostics
         db = self.databases.tenant(slug)
-        return plan_only(db, self.desired_specs(result.registry), result.registry.version), \
-            result.diagnostics
+        return plan_only(db, self.desired_specs(result.registry), version), result.diagnostics
 
     def reload(self, slug: str, *, allow_destructive: bool = False) -> ReloadReport:
         """Compile, migrate and swap tenant `slug`; on any failure keep the old runtime."""
@@ -207,7 +221,7 @@ class Platform:
                 return ReloadReport(slug, False, False, None, previous_version,
                                     result.diagnostics, error=f"migration failed: {exc}")
             if migration.applied or previous is None:
-                with db.begin() as connection:
+                with migration_transaction(db) as connection:  # under the lock: no CREATE race
                     ensure_system_tables(connection)
             if migration.applied:
                 self.store.record_migration(
@@ -238,12 +252,14 @@ class Platform:
         return runtime
 
     def _db_version(self, slug: str) -> str | None:
+        """The version the tenant's database records, in one round trip (None: new)."""
         db = self.databases.tenant(slug)
-        catalog = Catalog()
-        with db.connect() as connection:
-            if not catalog.exists(connection):
+        with db.connect(compiled_cache=self._statement_cache) as connection:
+            try:
+                return self._catalog.version(connection)
+            except sa.exc.DBAPIError:
+                connection.rollback()
                 return None
-            return catalog.version(connection)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -260,6 +276,10 @@ class Platform:
                 if record is None or record.status != "active":
                     raise UnknownTenant(slug)
                 return self._adopt(slug)
+            record = self.store.get(slug)
+            if record is None or record.status != "active":  # archived by another process
+                self._runtimes.pop(slug, None)
+                raise UnknownTenant(slug)
             if self._db_version(slug) != runtime.version:
                 return self._adopt(slug)
             self._checked[slug] = now
