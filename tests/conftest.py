@@ -46,3 +46,6 @@ def write_library(tmp_path: Path) -> WriteLibrary:
         return Library.at(tmp_path)
 
     return write
+
+
+pytest_plugins = ["dbfixtures"]  # tests/dbfixtures.py: the SQLite + PostgreSQL backends

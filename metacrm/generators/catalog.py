@@ -27,11 +27,16 @@ def catalog_metadata() -> tuple[sa.MetaData, sa.Table, sa.Table]:
     return metadata, state, tables
 
 
+# One set of (schema-less) table objects per process: SQLAlchemy's compiled-statement cache
+# keys on Table objects, so fresh ones per call would fill it with copies of the same SQL.
+_CATALOG_TABLES = catalog_metadata()
+
+
 class Catalog:
     """Reads and writes the catalog through a connection already bound to the tenant."""
 
     def __init__(self) -> None:
-        self.metadata, self.state, self.tables = catalog_metadata()
+        self.metadata, self.state, self.tables = _CATALOG_TABLES
 
     def ensure(self, connection: sa.Connection) -> None:
         self.metadata.create_all(connection, checkfirst=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,9 +103,14 @@ class Plan:
 
 def plan(tenant: str, live: Mapping[str, TableSpec], desired: Mapping[str, TableSpec],
          from_version: str | None, to_version: str, counter: RowCounter | None,
-         stamp: str = "0") -> Plan:
-    """Diff `live` against `desired`; `counter` is only asked about possibly lossy steps."""
+         stamp: str = "0", archived_tables: Collection[str] = ()) -> Plan:
+    """Diff `live` against `desired`; `counter` is only asked about possibly lossy steps.
+
+    `archived_tables` names the tables archived earlier, so new archive names avoid them.
+    """
     steps: list[Step] = []
+    taken_tables = {*archived_tables, *(s.name for s in live.values()),
+                    *(s.name for s in desired.values())}
     for spec_id, want in desired.items():
         have = live.get(spec_id)
         if have is None:
@@ -116,7 +121,7 @@ def plan(tenant: str, live: Mapping[str, TableSpec], desired: Mapping[str, Table
     for spec_id, have in live.items():
         if spec_id not in desired:
             rows = counter.rows(have) if counter else None
-            archived = names.archived_table(have.name, stamp)
+            archived = _free_name(names.archived_table, have.name, stamp, taken_tables)
             steps.append(Step("archive_table", have.name, spec_id,
                               f"archive table {have.name} as {archived} (no longer defined)",
                               destructive=bool(rows) or rows is None,
@@ -143,10 +148,11 @@ def _table_steps(have: TableSpec, want: TableSpec, counter: RowCounter | None,
         else:
             steps.extend(_column_steps(have, table, old, column, counter))
     wanted_ids = {c.field_id for c in want.columns}
+    taken = {c.name for c in (*have.columns, *have.archived, *want.columns)}
     for old in have.columns:
         if old.field_id not in wanted_ids:
             rows = counter.non_null(have, old) if counter else None
-            archived = names.archived_column(old.name, stamp)
+            archived = _free_name(names.archived_column, old.name, stamp, taken)
             steps.append(Step(
                 "archive_column", table, spec_id,
                 f"archive column {table}.{old.name} as {archived} (field removed)",
@@ -155,6 +161,16 @@ def _table_steps(have: TableSpec, want: TableSpec, counter: RowCounter | None,
                 rows=rows, old=old, new=archived))
     steps.extend(_declared_index_steps(have, want, counter))
     return steps
+
+
+def _free_name(make: Callable[[str, str], str], name: str, stamp: str, taken: set[str]) -> str:
+    """An archive name not in `taken` (a second archive within the same second gets `_2`)."""
+    candidate, number = make(name, stamp), 1
+    while candidate in taken:
+        number += 1
+        candidate = make(name, f"{stamp}_{number}")
+    taken.add(candidate)
+    return candidate
 
 
 def _add_column(have: TableSpec, table: str, column: ColumnSpec,

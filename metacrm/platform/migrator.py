@@ -58,12 +58,15 @@ class SqlRowCounter:
     def __init__(self, connection: sa.Connection, live: Mapping[str, TableSpec]) -> None:
         self.connection = connection
         self.live = live
+        # lightweight tables ignore schema_translate_map: name the tenant's schema (PostgreSQL)
+        translate = connection.get_execution_options().get("schema_translate_map") or {}
+        self.schema: str | None = translate.get(None)
 
     def _table(self, spec: TableSpec) -> sa.TableClause:
         columns = [sa.column(c.name) for c in spec.columns]
         if spec.kind == "entity":
             columns.append(sa.column("deleted_at"))
-        return sa.table(spec.name, *columns)
+        return sa.table(spec.name, *columns, schema=self.schema)
 
     def _count(self, query: sa.Select) -> int:
         return int(self.connection.execute(query).scalar() or 0)
@@ -123,6 +126,19 @@ def _lock_key(slug: str) -> int:
     return zlib.crc32(f"metacrm:{slug}".encode()) & 0x7FFFFFFF
 
 
+def ensure_schema(connection: sa.Connection, schema: str) -> None:
+    """Create `schema` unless it exists; call it holding a lock that serializes creators.
+
+    Asked with a query, not ``CREATE SCHEMA IF NOT EXISTS``: that one may judge by the
+    catalog snapshot of the statement that waited for the lock, miss the schema another
+    process committed meanwhile, and fail on the duplicate.
+    """
+    found = connection.execute(sa.text("SELECT 1 FROM pg_catalog.pg_namespace "
+                                       "WHERE nspname = :schema"), {"schema": schema}).first()
+    if found is None:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+
+
 @contextmanager
 def migration_transaction(db: TenantDatabase) -> Iterator[sa.Connection]:
     """One transaction holding the tenant's migration lock."""
@@ -143,9 +159,9 @@ def migration_transaction(db: TenantDatabase) -> Iterator[sa.Connection]:
     with db.engine.connect() as connection:
         connection = connection.execution_options(**db.options())
         with connection.begin():
-            connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"')
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": _lock_key(db.slug)})
+            ensure_schema(connection, db.schema)
             connection.exec_driver_sql(f'SET LOCAL search_path TO "{db.schema}"')
             yield connection
 
@@ -165,7 +181,7 @@ def migrate(db: TenantDatabase, desired: Mapping[str, TableSpec], version: str, 
         live = catalog.specs(connection)
         stamp = time.strftime("%Y%m%d%H%M%S")
         the_plan = plan(db.slug, live, desired, current, version,
-                        SqlRowCounter(connection, live), stamp)
+                        SqlRowCounter(connection, live), stamp, catalog.archived(connection))
         refusals = the_plan.refusals(allow_destructive)
         if refusals:
             raise MigrationRefused(the_plan, refusals)
@@ -197,7 +213,7 @@ def plan_only(db: TenantDatabase, desired: Mapping[str, TableSpec], version: str
             return Plan(db.slug, current, version, (), dict(desired))
         live = catalog.specs(connection)
         return plan(db.slug, live, desired, current, version, SqlRowCounter(connection, live),
-                    time.strftime("%Y%m%d%H%M%S"))
+                    time.strftime("%Y%m%d%H%M%S"), catalog.archived(connection))
 
 
 class Applier:
@@ -212,6 +228,15 @@ class Applier:
         self.ops = Operations(MigrationContext.configure(connection))
         self.table_names = {k: s.name for k, s in the_plan.desired.items()}
         self.finals = final_specs(the_plan, live)
+        # PostgreSQL refuses a foreign key to a table that does not exist yet (references in
+        # a cycle, or to a table created later in the plan): those are added after the steps
+        self.ready = set(live)
+        self.deferred: list[tuple[TableSpec, ColumnSpec]] = []
+
+    def _later(self, spec_id: str, column: ColumnSpec) -> bool:
+        """True when `column`'s foreign key must wait for its target table (PostgreSQL)."""
+        return (not self.sqlite and column.references in self.table_names
+                and column.references != spec_id and column.references not in self.ready)
 
     def _tables(self) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         """Every desired table in one fresh MetaData, so foreign keys resolve."""
@@ -232,19 +257,50 @@ class Applier:
             getattr(self, f"do_{step.action}")(step)
         for spec_id in rebuild:
             self.rebuild_sqlite(spec_id)
+        for spec, column in self.deferred:
+            self.ops.create_foreign_key(
+                names.foreign_key_name(spec.entity_id, column.field_id), spec.name,
+                self.table_names[column.references], [column.name], ["id"],
+                ondelete=ON_DELETE.get(column.on_delete or "restrict"))
 
     # -- steps ------------------------------------------------------------------------------
 
     def do_create_table(self, step: Step) -> None:
-        self._tables()[1][step.spec_id].create(self.connection)
+        spec = self.plan.desired[step.spec_id]
+        metadata, tables = self._tables()
+        waiting = [c for c in spec.columns if self._later(step.spec_id, c)]
+        if waiting:
+            targets = {c.references for c in waiting}
+            metadata.remove(tables[step.spec_id])
+            tables[step.spec_id] = build_table(
+                metadata, spec, {k: v for k, v in self.table_names.items() if k not in targets})
+            self.deferred += [(spec, c) for c in waiting]
+        tables[step.spec_id].create(self.connection)
+        self.ready.add(step.spec_id)
 
     def do_rename_table(self, step: Step) -> None:
         self.ops.rename_table(step.old, step.new)
 
     def do_archive_table(self, step: Step) -> None:
+        """Keep the rows under a new name, without the foreign keys and indexes: deleting a
+        live record must not cascade into (or be refused by) archived rows, and the index
+        names stay free for an entity defined again under the same name."""
+        quote = self.connection.dialect.identifier_preparer.quote
+        if self.sqlite:  # SQLite cannot drop a foreign key: copy the rows into a plain table
+            self.connection.exec_driver_sql(f"CREATE TABLE {quote(step.new)} AS "
+                                            f"SELECT * FROM {quote(step.table)}")
+            self.connection.exec_driver_sql(f"DROP TABLE {quote(step.table)}")
+            return
+        inspector = sa.inspect(self.connection)
+        schema = self.connection.get_execution_options().get("schema_translate_map", {}).get(None)
+        for fk in inspector.get_foreign_keys(step.table, schema=schema):
+            if fk["name"]:
+                self.ops.drop_constraint(fk["name"], step.table, type_="foreignkey")
+        for index in inspector.get_indexes(step.table, schema=schema):
+            self.connection.exec_driver_sql(f"DROP INDEX {quote(index['name'])}")
         self.ops.rename_table(step.table, step.new)
 
-    def _column_sql(self, table: TableSpec, column: ColumnSpec) -> str:
+    def _column_sql(self, table: TableSpec, column: ColumnSpec, foreign_key: bool = True) -> str:
         dialect = self.connection.dialect
         quote = dialect.identifier_preparer.quote
         parts = [quote(column.name), sql_type(column).compile(dialect=dialect)]
@@ -253,7 +309,7 @@ class Applier:
             parts.append(f"DEFAULT {default.text}")
         if not column.nullable:
             parts.append("NOT NULL")
-        if column.references and column.references in self.table_names:
+        if foreign_key and column.references and column.references in self.table_names:
             fk_name = quote(names.foreign_key_name(table.entity_id, column.field_id))
             parts.append(f"CONSTRAINT {fk_name} REFERENCES "
                          f"{quote(self.table_names[column.references])} (id) ON DELETE "
@@ -266,8 +322,11 @@ class Applier:
     def do_add_column(self, step: Step) -> None:
         spec = self.plan.desired[step.spec_id]
         quote = self.connection.dialect.identifier_preparer.quote
-        self.connection.exec_driver_sql(
-            f"ALTER TABLE {quote(step.table)} ADD COLUMN {self._column_sql(spec, step.new)}")
+        later = self._later(step.spec_id, step.new)
+        self.connection.exec_driver_sql(f"ALTER TABLE {quote(step.table)} ADD COLUMN "
+                                        f"{self._column_sql(spec, step.new, not later)}")
+        if later:
+            self.deferred.append((spec, step.new))
         self._create_column_indexes(spec, step.new)
 
     def _create_column_indexes(self, spec: TableSpec, column: ColumnSpec) -> None:
@@ -318,7 +377,9 @@ class Applier:
         name = names.foreign_key_name(step.spec_id, step.new.field_id)
         if step.old.references:
             self.ops.drop_constraint(name, step.table, type_="foreignkey")
-        if step.new.references and step.new.references in self.table_names:
+        if self._later(step.spec_id, step.new):
+            self.deferred.append((self.plan.desired[step.spec_id], step.new))
+        elif step.new.references and step.new.references in self.table_names:
             self.ops.create_foreign_key(name, step.table, self.table_names[step.new.references],
                                         [step.new.name], ["id"],
                                         ondelete=ON_DELETE.get(step.new.on_delete or "restrict"))

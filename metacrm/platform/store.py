@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .database import Databases
+from .migrator import ensure_schema
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+_UPGRADE_LOCK = zlib.crc32(b"metacrm:platform-store") & 0x7FFFFFFF
 
 
 def store_metadata(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
@@ -82,9 +86,16 @@ class PlatformStore:
         """Bring the store's tables to the newest alembic revision."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with self.engine.begin() as connection:
+        # processes starting at once queue here: SQLite takes the write lock at BEGIN
+        # (a deferred transaction could not upgrade its stale read), PostgreSQL an advisory
+        # lock (creating the schema and alembic's tables would race otherwise)
+        with self.engine.connect() as connection, \
+                connection.execution_options(sqlite_begin="IMMEDIATE").begin():
+            if self.engine.dialect.name == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": _UPGRADE_LOCK})
             if self.schema:
-                connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                ensure_schema(connection, self.schema)
             config.attributes["connection"] = connection
             config.attributes["schema"] = self.schema
             command.upgrade(config, "head")
@@ -101,17 +112,16 @@ class PlatformStore:
             return [_record(r) for r in rows.mappings()]
 
     def add(self, slug: str, label: str) -> None:
+        """Record tenant `slug` as active (an upsert: safe when processes do it at once)."""
         now = _now()
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(self.tenants).values(
+            slug=slug, label=label, status="active", created_at=now, updated_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=[self.tenants.c.slug],
+            set_={"label": label, "status": "active", "archived_at": None, "updated_at": now})
         with self.engine.begin() as connection:
-            exists = connection.execute(sa.select(self.tenants.c.slug)
-                                        .where(self.tenants.c.slug == slug)).first()
-            if exists:
-                connection.execute(self.tenants.update().where(self.tenants.c.slug == slug)
-                                   .values(status="active", archived_at=None, updated_at=now,
-                                           label=label))
-            else:
-                connection.execute(self.tenants.insert().values(
-                    slug=slug, label=label, status="active", created_at=now, updated_at=now))
+            connection.execute(statement)
 
     def archive(self, slug: str) -> bool:
         with self.engine.begin() as connection:

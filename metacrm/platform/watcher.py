@@ -19,8 +19,12 @@ class _Debounced(FileSystemEventHandler):
         self._lock = threading.Lock()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        path = str(event.src_path)
-        if not path.endswith((".yaml", ".yml")) or event.event_type == "opened":
+        # reads (the compiler's own included) change nothing; a save by rename moves a
+        # temporary file onto the definition, so the destination counts too
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = (str(event.src_path), str(getattr(event, "dest_path", "") or ""))
+        if not any(path.endswith((".yaml", ".yml")) for path in paths):
             return
         with self._lock:
             if self._timer is not None:
