@@ -162,11 +162,12 @@ class EntityAPI:
             conditions.append({"field": field_name, "op": op,
                                **({} if op in ("today", "this_week", "this_month") else
                                   {"value": _simple_value(field_type, op, raw)})})
-        where = self.where(key, entity, conditions) if conditions else None
+        where = self.where(key, entity, conditions, service.actor.unit) if conditions else None
         query = self.paging(entity)
         return query, where
 
-    def where(self, key: str, entity: Any, conditions: list[Any]) -> Any:
+    def where(self, key: str, entity: Any, conditions: list[Any],
+              unit: str | None = None) -> Any:
         """The SQL of the list's conditions (filter= and field parameters), validated."""
         from ..engines.conditions import ConditionError, EvalContext, parse_condition, to_sql
 
@@ -174,7 +175,7 @@ class EntityAPI:
             document = conditions[0] if len(conditions) == 1 else {"all": conditions}
             try:
                 node = parse_condition(document, entity, self.registry,
-                                       self.platform.operators)
+                                       self.platform.operators, unit=unit)
             except ConditionError as exc:
                 raise ValidationFailed(f"the filter is not valid: {exc.message}",
                                        {"filter": [exc.message]},

@@ -29,6 +29,8 @@ SYSTEM_FIELDS: dict[str, dict[str, Any]] = {
     "deleted_at": {"type": ["string", "null"], "format": "date-time", "readOnly": True},
 }
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+RECORD_ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
 
 
 def component_name(entity: Entity, suffix: str = "") -> str:
@@ -59,11 +61,9 @@ def value_schema(field: Field, *, output: bool) -> dict[str, Any]:
         if field.pattern and not output:
             schema["pattern"] = field.pattern
     elif kind == "integer":
-        schema = {"type": "integer"}
-        if field.min is not None:
-            schema["minimum"] = field.min
-        if field.max is not None:
-            schema["maximum"] = field.max
+        schema = {"type": "integer",  # 64-bit integers in the database
+                  "minimum": field.min if field.min is not None else INT64_MIN,
+                  "maximum": field.max if field.max is not None else INT64_MAX}
     elif kind in ("decimal", "money"):
         schema = {"type": "string", "pattern": DECIMAL_PATTERN, "format": "decimal"} if output \
             else {"type": ["string", "number"], "format": "decimal"}
@@ -80,12 +80,12 @@ def value_schema(field: Field, *, output: bool) -> dict[str, Any]:
     elif kind == "uuid":
         schema = {"type": "string", "format": "uuid"}
     elif kind == "reference":
-        schema = {"type": "integer", "minimum": 1}
+        schema = dict(RECORD_ID)
         if output:
             schema = {"anyOf": [schema, {"type": "object", "properties": {
                 "id": {"type": "integer"}}, "required": ["id"]}]}
     elif kind == "many_to_many":
-        schema = {"type": "array", "items": {"type": "integer", "minimum": 1}}
+        schema = {"type": "array", "items": dict(RECORD_ID)}
     elif kind == "formula":
         schema = {}
     else:
@@ -177,8 +177,7 @@ def build_openapi(scope: Scope, *, tenant: str, version: str) -> dict[str, Any]:
                     "required": ["title", "status"]},
     }
     paths: dict[str, Any] = {}
-    id_param = {"name": "id", "in": "path", "required": True,
-                "schema": {"type": "integer", "minimum": 1}}
+    id_param = {"name": "id", "in": "path", "required": True, "schema": dict(RECORD_ID)}
     if_match = {"name": "If-Match", "in": "header", "required": False,
                 "schema": {"type": "string"}, "description": "The ETag you read."}
     for entity in scope.entities.values():

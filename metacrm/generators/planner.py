@@ -185,8 +185,8 @@ def _add_column(have: TableSpec, table: str, column: ColumnSpec,
     if not rows:
         return [Step("add_column", table, spec_id, description + ", required", column.name,
                      new=column)]
-    return [Step("add_column", table, spec_id, description + ", left optional in the database",
-                 column.name, destructive=True, rows=rows,
+    return [Step("add_column", table, spec_id, description + ", required", column.name,
+                 destructive=True, blocked=True, rows=rows,
                  reason=f"the field is required but has no default and {rows} existing row(s) "
                  "would hold no value; give it a default to fill them", new=column)]
 
@@ -210,8 +210,9 @@ def _column_steps(table_spec: TableSpec, table: str, old: ColumnSpec, new: Colum
         steps.append(Step(
             "replace_check", table, spec_id, f"update the allowed {what} {table}.{column}"
             + (f" (removing {', '.join(removed)})" if removed else ""), column,
-            destructive=bool(rows), rows=rows or None,
-            reason=f"{rows} row(s) hold a removed option" if rows else None, old=old, new=new))
+            destructive=bool(rows), blocked=bool(rows), rows=rows or None,
+            reason=f"{rows} row(s) hold a removed option; change them to another option first"
+            if rows else None, old=old, new=new))
     if old.default != new.default:
         steps.append(Step("alter_default", table, spec_id,
                           f"set the default of {table}.{column} to {new.default!r}", column,
@@ -224,7 +225,8 @@ def _column_steps(table_spec: TableSpec, table: str, old: ColumnSpec, new: Colum
                               column, rows=nulls, old=old, new=new))
             nulls = 0
         steps.append(Step("set_not_null", table, spec_id, f"make {table}.{column} required",
-                          column, destructive=bool(nulls), rows=nulls or None,
+                          column, destructive=bool(nulls), blocked=bool(nulls),
+                          rows=nulls or None,
                           reason=f"{nulls} row(s) hold no value; give the field a default to "
                           "fill them" if nulls else None, old=old, new=new))
     elif new.nullable and not old.nullable:

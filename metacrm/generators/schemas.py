@@ -36,11 +36,82 @@ class StrictDecimal(mf.Decimal):
         return number
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 class StrictInteger(mf.Integer):
+    """A whole number that fits the database's 64-bit integers."""
+
+    default_error_messages = {"range": "must be between -2^63 and 2^63-1 (a 64-bit integer)"}
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)
+        number = super()._deserialize(value, attr, data, **kwargs)
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise self.make_error("range")
+        return number
+
+
+def storable_text(value: str) -> str | None:
+    """Why the database cannot store `value` (NUL, lone surrogates), or None."""
+    if "\x00" in value:
+        return "may not contain the NUL character (\\u0000)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def _storable(value: Any) -> None:
+    problem = storable_text(value) if isinstance(value, str) else None
+    if problem:
+        raise ma.ValidationError(problem)
+
+
+class Text(mf.String):
+    """A string the database can store (no NUL characters, valid Unicode)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        check = kwargs.pop("validate", None)
+        checks = [_storable] + ([check] if check is not None else [])
+        super().__init__(validate=checks, **kwargs)
+
+
+class UuidText(mf.UUID):
+    """A UUID, kept as its canonical text (the column stores text)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        return str(super()._deserialize(value, attr, data, **kwargs))
+
+
+class JsonValue(mf.Raw):
+    """Any JSON value the database can store: storable text, finite numbers only."""
+
+    default_error_messages = {"number": "numbers must be finite"}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        self._check(value, 0)
+        return value
+
+    def _check(self, value: Any, depth: int) -> None:
+        if depth > 64:
+            raise ma.ValidationError("nested more than 64 levels deep")
+        if isinstance(value, str):
+            problem = storable_text(value)
+            if problem:
+                raise ma.ValidationError(problem)
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise self.make_error("number")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self._check(key, depth + 1)
+                self._check(item, depth + 1)
+        elif isinstance(value, list):
+            for item in value:
+                self._check(item, depth + 1)
 
 
 class AwareDateTime(mf.AwareDateTime):
@@ -78,7 +149,7 @@ def marshmallow_field(field: Field, types: FieldTypeRegistry) -> mf.Field | None
     check = _type_check(field, types)
     storage = field.type
     if storage in ("string", "text", "email", "phone", "url"):
-        return mf.String(validate=check, **kwargs)
+        return Text(validate=check, **kwargs)
     if storage == "integer":
         return StrictInteger(strict=True, validate=check, **kwargs)
     if storage in ("decimal", "money"):
@@ -90,13 +161,13 @@ def marshmallow_field(field: Field, types: FieldTypeRegistry) -> mf.Field | None
     if storage == "datetime":
         return AwareDateTime(**kwargs)
     if storage == "enum":
-        return mf.String(validate=mv.OneOf(field.option_values), **kwargs)
+        return Text(validate=mv.OneOf(field.option_values), **kwargs)
     if storage == "multi_enum":
-        return mf.List(mf.String(validate=mv.OneOf(field.option_values)), **kwargs)
+        return mf.List(Text(validate=mv.OneOf(field.option_values)), **kwargs)
     if storage == "json":
-        return mf.Raw(**kwargs)
+        return JsonValue(**kwargs)
     if storage == "uuid":
-        return mf.UUID(**kwargs)
+        return UuidText(**kwargs)
     if storage == "reference":
         return StrictInteger(strict=True, validate=mv.Range(min=1), **kwargs)
     if storage == "many_to_many":

@@ -167,12 +167,20 @@ def registry_specs(registry: Registry, types: FieldTypeRegistry) -> dict[str, Ta
     for entity in registry.entities.values():
         for spec in link_specs(entity, registry):
             specs[spec.entity_id] = spec
-    return dict(sorted(specs.items(), key=lambda item: _depth(item[1], specs)))
+    memo: dict[str, int] = {}
+    return dict(sorted(specs.items(), key=lambda item: _depth(item[1], specs, memo)))
 
 
-def _depth(spec: TableSpec, specs: dict[str, TableSpec], seen: frozenset[str] = frozenset()) -> int:
+def _depth(spec: TableSpec, specs: dict[str, TableSpec], memo: dict[str, int] | None = None,
+           active: frozenset[str] = frozenset()) -> int:
+    """How many tables this one's foreign keys reach through (memoized; cycles cut)."""
+    memo = {} if memo is None else memo
+    if spec.entity_id in memo:
+        return memo[spec.entity_id]
     targets = {c.references for c in spec.columns
                if c.references and c.references != spec.entity_id}
-    deeper = [_depth(specs[t], specs, seen | {spec.entity_id}) for t in targets
-              if t in specs and t not in seen]
-    return 1 + max(deeper, default=0)
+    active = active | {spec.entity_id}
+    deeper = [_depth(specs[t], specs, memo, active) for t in targets
+              if t in specs and t not in active]
+    memo[spec.entity_id] = 1 + max(deeper, default=0)
+    return memo[spec.entity_id]

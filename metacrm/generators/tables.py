@@ -95,7 +95,7 @@ def data_column(table: TableSpec, column: ColumnSpec,
     if check is not None:
         args.append(check)
     return sa.Column(column.name, sql_type(column), *args, nullable=column.nullable,
-                     server_default=server_default(column), comment=column.field_id)
+                     server_default=server_default(column))
 
 
 def column_indexes(table: sa.Table, spec: TableSpec) -> list[sa.Index]:
@@ -129,7 +129,7 @@ def build_table(metadata: sa.MetaData, spec: TableSpec,
                          sa.PrimaryKeyConstraint("source_id", "target_id"))
     else:
         columns = system_columns() + [data_column(spec, c, table_names) for c in spec.columns]
-        table = sa.Table(spec.name, metadata, *columns, comment=spec.entity_id)
+        table = sa.Table(spec.name, metadata, *columns)
     column_indexes(table, spec)  # sa.Index attaches itself to the table's columns
     return table
 
