@@ -153,7 +153,8 @@ def list_parameters(entity: Entity) -> list[dict[str, Any]]:
         {"name": "cursor", "in": "query", "schema": {"type": "string"},
          "description": "`next_cursor` of the previous page."},
         {"name": "fields", "in": "query", "schema": {"type": "string"},
-         "description": "Comma-separated fields to return."},
+         "description": "Comma-separated fields to return (`id` and `row_version` always "
+                        "come along)."},
         {"name": "expand", "in": "query", "schema": {"type": "string"},
          "description": "Comma-separated reference fields to return as records."},
         {"name": "count", "in": "query", "schema": {"type": "boolean"},

@@ -223,15 +223,6 @@ class RecordService:
         self.system: SystemTables = runtime_system_tables(runtime)
         self._access: dict[str, EntityAccess] = {}
 
-    def _write(self) -> Any:
-        """A write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE), so
-        concurrent writers queue on the busy timeout instead of failing with "database is
-        locked" when a deferred read would have to become a write."""
-        db = getattr(self.runtime, "db", None)
-        if db is None:
-            return self.runtime.begin()
-        return db.begin(compiled_cache=self.runtime.compiled_cache, sqlite_begin="IMMEDIATE")
-
     # -- metadata -----------------------------------------------------------------------------
 
     def access(self, entity_key: str) -> EntityAccess:
@@ -294,7 +285,8 @@ class RecordService:
             last = rows[-1]
             next_cursor = encode_cursor([getter(last) for _, _, getter in keys])
         if query.fields is not None:
-            wanted = set(query.fields) | {"id"} | set(query.expand)
+            # id and row_version always: a client needs both to write the record back
+            wanted = set(query.fields) | {"id", "row_version"} | set(query.expand)
             items = [{k: v for k, v in item.items() if k in wanted} for item in items]
         return Page(items, next_cursor, count, exact)
 
@@ -398,7 +390,7 @@ class RecordService:
         system = {"created_at": now, "updated_at": now, "created_by": self.actor.user_id,
                   "updated_by": self.actor.user_id, "owner": self.actor.user_id,
                   "business_unit": self.actor.unit, "row_version": 1}
-        with self._write() as connection:
+        with self.runtime.begin() as connection:
             self._autonumbers(connection, access, values)
             self._check_references(connection, access, {**values, **links})
             try:
@@ -410,7 +402,7 @@ class RecordService:
             self._write_links(connection, access, record_id, links, replace=False)
             record = access.to_json(row)
             changes = {k: (None, record.get(k)) for k in values}
-            changes.update({k: (None, v) for k, v in links.items()})
+            changes.update({k: (None, sorted(set(v))) for k, v in links.items()})
             self._audit(connection, entity_key, record_id, "created", changes, now)
         self._emit(entity_key, record_id, "created", record, changes, now)
         return record
@@ -425,7 +417,7 @@ class RecordService:
         links = {k: values.pop(k) for k in list(values) if k in access.many}
         table = access.table
         now = dt.datetime.now(dt.UTC)
-        with self._write() as connection:
+        with self.runtime.begin() as connection:
             current = connection.execute(sa.select(*access.columns).where(
                 table.c.id == record_id, table.c.deleted_at.is_(None))).mappings().first()
             if current is None:
@@ -439,6 +431,9 @@ class RecordService:
             before = access.to_json(current)
             self._check_references(connection, access, {**values, **links})
             changed = {k: v for k, v in values.items() if not _same(v, before.get(k))}
+            old_links = self._read_links(connection, access, record_id, links)
+            links = {k: sorted(set(v)) for k, v in links.items()
+                     if sorted(set(v)) != old_links[k]}  # only the sets that change
             if changed or links:
                 try:
                     result = connection.execute(table.update().where(
@@ -450,15 +445,12 @@ class RecordService:
                 if result.rowcount != 1:
                     raise PreconditionFailed(f"{entity_key} {record_id} was changed by someone "
                                              "else; reload it and apply your change again")
-                old_links = self._write_links(connection, access, record_id, links, replace=True)
-            else:
-                old_links = {}
+                self._write_links(connection, access, record_id, links, replace=True)
             row = connection.execute(sa.select(*access.columns).where(
                 table.c.id == record_id)).mappings().one()
             record = access.to_json(row)
             changes = {k: (before.get(k), record.get(k)) for k in changed}
-            changes.update({k: (old_links.get(k), v) for k, v in links.items()
-                            if old_links.get(k) != v})
+            changes.update({k: (old_links[k], v) for k, v in links.items()})
             if changes:
                 self._audit(connection, entity_key, record_id, "updated", changes, now)
         if changes:
@@ -479,7 +471,7 @@ class RecordService:
         table = access.table
         now = dt.datetime.now(dt.UTC)
         state = table.c.deleted_at.is_(None) if deleting else table.c.deleted_at.is_not(None)
-        with self._write() as connection:
+        with self.runtime.begin() as connection:
             current = connection.execute(sa.select(table.c.row_version, table.c.deleted_at)
                                          .where(table.c.id == record_id)).first()
             if current is None or (current.deleted_at is None) != deleting:
@@ -567,20 +559,26 @@ class RecordService:
         if errors:
             raise ValidationFailed("some references point to records that do not exist", errors)
 
+    def _read_links(self, connection: sa.Connection, access: EntityAccess, record_id: int,
+                    names: Iterable[str]) -> dict[str, list[int]]:
+        """The linked ids of each many_to_many field in `names`, sorted."""
+        found: dict[str, list[int]] = {}
+        for name in names:
+            link = self.runtime.tables.by_id[access.many[name].id]
+            found[name] = sorted(r for (r,) in connection.execute(sa.select(
+                link.c.target_id).where(link.c.source_id == record_id)))
+        return found
+
     def _write_links(self, connection: sa.Connection, access: EntityAccess, record_id: int,
-                     links: Mapping[str, list[int]], *, replace: bool) -> dict[str, list[int]]:
-        old: dict[str, list[int]] = {}
+                     links: Mapping[str, list[int]], *, replace: bool) -> None:
         for name, ids in links.items():
             link = self.runtime.tables.by_id[access.many[name].id]
             if replace:
-                old[name] = sorted(r for (r,) in connection.execute(sa.select(
-                    link.c.target_id).where(link.c.source_id == record_id)))
                 connection.execute(link.delete().where(link.c.source_id == record_id))
             unique = sorted(set(ids))
             if unique:
                 connection.execute(link.insert(), [{"source_id": record_id, "target_id": t}
                                                    for t in unique])
-        return old
 
     def _audit(self, connection: sa.Connection, entity_key: str, record_id: int, action: str,
                changes: Mapping[str, tuple[Any, Any]], at: dt.datetime) -> None:
