@@ -286,9 +286,20 @@ def merge_storage(scopes: list[dict[str, Entity]], types: FieldTypeRegistry,
                 elif current is not candidate and current != candidate:
                     merged[candidate.name] = _merge_field(current, candidate, key, types, sink)
                     changed = True
-        storage[key] = dataclasses.replace(base, fields=tuple(merged.values())) if changed \
-            else base
+        if changed:
+            everywhere = [f for f in merged.values()
+                          if all(key in s and s[key].get_field(f.name) for s in scopes)]
+            fields = tuple(f if f in everywhere else _not_shared(f) for f in merged.values())
+            storage[key] = dataclasses.replace(base, fields=fields)
+        else:
+            storage[key] = base
     return storage
+
+
+def _not_shared(field: Field) -> Field:
+    """A field only some business units have: the shared table cannot require it or give it
+    their default (each unit's own default and requiredness apply in its record service)."""
+    return dataclasses.replace(field, required=False, default=None)
 
 
 def _merge_field(first: Field, second: Field, entity: str, types: FieldTypeRegistry,

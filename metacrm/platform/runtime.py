@@ -8,6 +8,7 @@ each tenant's own database, checked at most once per ``check_interval`` seconds.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +35,8 @@ from .migrator import MigrationRefused, migrate, migration_transaction, plan_onl
 from .settings import Settings
 from .store import PlatformStore
 from .systables import ensure_system_tables
+
+log = logging.getLogger(__name__)
 
 
 class CompiledCache(OrderedDict):
@@ -145,10 +148,19 @@ class Platform:
         self._subscribers.append(callback)
 
     def emit(self, event: RecordEvent) -> None:
-        """Deliver a committed record event to plugins and subscribers."""
-        self.plugins.hook.record_event(event=event)
-        for callback in list(self._subscribers):
-            callback(event)
+        """Deliver a committed record event to plugins and subscribers.
+
+        The change is already committed: one failing receiver is logged and never keeps
+        the others from the event.
+        """
+        receivers = [*self.plugins.hook.record_event.get_hookimpls(), *self._subscribers]
+        for receiver in receivers:
+            call = receiver.function if hasattr(receiver, "function") else receiver
+            try:
+                call(event=event) if hasattr(receiver, "function") else call(event)
+            except Exception:
+                log.exception("record event receiver %r failed for %s %s", call,
+                              event.entity, event.record_id)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

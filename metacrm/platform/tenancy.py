@@ -19,7 +19,7 @@ from .runtime import Platform, TenantRuntime, UnknownTenant
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 AppFactory = Callable[[Platform, TenantRuntime], WSGIApp]
-_PREFIX = re.compile(r"^/t/([a-z][a-z0-9-]{1,39})(/.*)?$")
+_PREFIX = re.compile(r"^/t/([^/]+)(/.*)?$")
 ENVIRON_KEY = "metacrm.tenant"
 
 
