@@ -15,6 +15,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "metacrm.metadata.fieldtypes",
     "metacrm.metadata.kinds",
     "metacrm.metadata.checks",
+    "metacrm.engines.conditions.operators",
 )
 
 

@@ -45,8 +45,6 @@ def _sqlite_engine(path: Path) -> sa.Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # LIKE as PostgreSQL and Python see it: `contains` must not differ by database.
-        cursor.execute("PRAGMA case_sensitive_like=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
