@@ -166,6 +166,9 @@ class EntityAccess:
         # Built once: a statement object memoizes its cache key, so reuse skips recompiling.
         self.get_live = select.where(table.c.deleted_at.is_(None))
         self.get_any = select
+        self.insert = table.insert().returning(*self.columns)
+        self.exists = sa.select(table.c.id).where(table.c.id == record_id,
+                                                  table.c.deleted_at.is_(None))
         self.many = {f.name: f for f in entity.fields if f.type == "many_to_many"}
 
     def to_json(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -394,8 +397,7 @@ class RecordService:
             self._autonumbers(connection, access, values)
             self._check_references(connection, access, {**values, **links})
             try:
-                row = connection.execute(access.table.insert().values(
-                    **values, **system).returning(*access.columns)).mappings().one()
+                row = connection.execute(access.insert, {**values, **system}).mappings().one()
             except sa.exc.IntegrityError as exc:
                 raise _integrity(exc, access) from exc
             record_id = row["id"]
@@ -541,8 +543,7 @@ class RecordService:
             if value is None:
                 continue
             target = self.access(ref.target)  # type: ignore[arg-type]
-            exists = connection.execute(sa.select(target.table.c.id).where(
-                target.table.c.id == value, target.table.c.deleted_at.is_(None))).first()
+            exists = connection.execute(target.exists, {"record_id": value}).first()
             if exists is None:
                 errors[name] = [f"there is no {ref.target} with id {value}"]
         for name, field_def in access.many.items():
@@ -584,9 +585,13 @@ class RecordService:
                changes: Mapping[str, tuple[Any, Any]], at: dt.datetime) -> None:
         payload = {k: {"before": _jsonable(b), "after": _jsonable(a)}
                    for k, (b, a) in changes.items()}
-        connection.execute(self.system.audit.insert().values(
-            entity=entity_key, record_id=record_id, action=action, actor=self.actor.user_id,
-            at=at, changes=json.loads(json.dumps(payload, default=str))))
+        statement = self.system.statements.get("audit_insert")
+        if statement is None:
+            statement = self.system.statements["audit_insert"] = self.system.audit.insert()
+        connection.execute(statement, {
+            "entity": entity_key, "record_id": record_id, "action": action,
+            "actor": self.actor.user_id, "at": at,
+            "changes": json.loads(json.dumps(payload, default=str))})
 
     def history(self, entity_key: str, record_id: int) -> list[dict[str, Any]]:
         audit = self.system.audit
