@@ -10,20 +10,22 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from ..metadata.fieldtypes import FieldTypeRegistry
 from ..metadata.ir import Entity, Field, Registry
 from . import names
 
-STORAGE_OF = {  # field type -> storage kind; plugin field types name one via FieldType.storage
+# Field type -> storage kind; plugin field types name one through FieldType.storage.
+STORAGE_OF = MappingProxyType({
     "string": "string", "email": "string", "phone": "string", "url": "string",
     "autonumber": "string", "text": "text", "integer": "integer", "decimal": "decimal",
     "money": "decimal", "boolean": "boolean", "date": "date", "datetime": "datetime",
     "enum": "string", "multi_enum": "json", "json": "json", "uuid": "uuid",
     "reference": "id",
-}
-DEFAULT_LENGTHS = {"email": 254, "phone": 32, "url": 2048, "autonumber": 64}
+})
+DEFAULT_LENGTHS = MappingProxyType({"email": 254, "phone": 32, "url": 2048, "autonumber": 64})
 WIDENINGS = frozenset({("string", "text"), ("integer", "decimal"), ("date", "datetime"),
                        ("integer", "text"), ("decimal", "text")})
 

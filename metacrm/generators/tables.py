@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -13,7 +14,8 @@ from .specs import ColumnSpec, TableSpec
 
 ID_TYPE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 JSON_TYPE = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-ON_DELETE = {"restrict": "RESTRICT", "cascade": "CASCADE", "set_null": "SET NULL"}
+ON_DELETE = MappingProxyType({"restrict": "RESTRICT", "cascade": "CASCADE",
+                              "set_null": "SET NULL"})
 
 SYSTEM_COLUMN_NAMES = ("id", "created_at", "created_by", "updated_at", "updated_by", "owner",
                        "business_unit", "row_version", "deleted_at")

@@ -14,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -55,8 +56,8 @@ _FLOAT_RE = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|(?:0|[1-9][0-9]*)(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
 )
-_BOOL_VALUES = {"true": True, "True": True, "TRUE": True,
-                "false": False, "False": False, "FALSE": False}
+_BOOL_VALUES = MappingProxyType({"true": True, "True": True, "TRUE": True,
+                "false": False, "False": False, "FALSE": False})
 _NULL_VALUES = frozenset({"", "~", "null", "Null", "NULL"})
 
 

@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 import fastjsonschema
@@ -17,9 +18,10 @@ from .kinds import DefinitionKind, KindRegistry
 from .loader import Document
 from .schemas import build_schema
 
-_JSON_TYPES = {"string": "text", "object": "a mapping (key: value)", "array": "a list",
-               "integer": "a whole number", "number": "a number", "boolean": "true or false",
-               "null": "nothing"}
+_JSON_TYPES = MappingProxyType({
+    "string": "text", "object": "a mapping (key: value)", "array": "a list",
+    "integer": "a whole number", "number": "a number", "boolean": "true or false",
+    "null": "nothing"})
 _YAML11_BOOLEANS = frozenset({"yes", "no", "on", "off", "y", "n"})
 _NAME_HINT = "use lower-case letters, digits and underscores, starting with a letter"
 
