@@ -135,30 +135,27 @@ def _same(value: Any, before: Any) -> bool:
     return _jsonable(value) == before
 
 
-def _output_converter(field: Field) -> Callable[[Any], Any] | None:
-    if field.type in ("decimal", "money"):
-        return lambda v: None if v is None else str(v)
-    if field.type in ("date", "datetime"):
-        return lambda v: None if v is None else _jsonable(v)
-    if field.type == "uuid":
-        return lambda v: None if v is None else str(v)
-    return None
+CONVERTED_TYPES = frozenset({"decimal", "money", "date", "datetime", "uuid"})
+CONVERTED_SYSTEM = frozenset({"created_at", "updated_at", "deleted_at"})
+
+
+def _needs_conversion(name: str, field: Field | None) -> bool:
+    """Whether a column's values need `_jsonable` on the way out (JSON has no such type)."""
+    return field.type in CONVERTED_TYPES if field is not None else name in CONVERTED_SYSTEM
 
 
 class EntityAccess:
     """Per entity and scope: table, schemas and the row → JSON conversion (built once)."""
 
-    def __init__(self, entity: Entity, storage: Entity, table: sa.Table, schemas: EntitySchemas):
+    def __init__(self, entity: Entity, table: sa.Table, schemas: EntitySchemas):
         self.entity = entity
-        self.storage = storage
         self.table = table
         self.schemas = schemas
         self.columns = [c for c in table.c if c.name in SYSTEM_OUTPUT or
                         entity.get_field(c.name) is not None]
         self.column_names = frozenset(c.name for c in self.columns)
-        self.converters = [(c.name, _output_converter(entity.get_field(c.name))
-                            if entity.get_field(c.name) else _system_converter(c.name))
-                           for c in self.columns]
+        self.converters = [(c.name, _jsonable if _needs_conversion(
+            c.name, entity.get_field(c.name)) else None) for c in self.columns]
         self.formulas = [f for f in entity.fields if f.formula is not None]
         self.references = {f.name: f for f in entity.fields if f.type == "reference"}
         record_id = sa.bindparam("record_id")
@@ -179,12 +176,6 @@ class EntityAccess:
         for formula_field in self.formulas:
             out[formula_field.name] = _evaluate_formula(formula_field, row)
         return out
-
-
-def _system_converter(name: str) -> Callable[[Any], Any] | None:
-    if name in ("created_at", "updated_at", "deleted_at"):
-        return _jsonable
-    return None
 
 
 def _evaluate_formula(field: Field, row: Mapping[str, Any]) -> Any:
@@ -241,12 +232,9 @@ class RecordService:
             expand: Sequence[str] = ()) -> dict[str, Any]:
         access = self.access(entity_key)
         _existing_id(entity_key, record_id)
-        table = access.table
-        query = sa.select(*access.columns).where(table.c.id == record_id)
-        if not include_deleted:
-            query = query.where(table.c.deleted_at.is_(None))
+        query = access.get_any if include_deleted else access.get_live
         with self.runtime.connect() as connection:
-            row = connection.execute(query).mappings().first()
+            row = connection.execute(query, {"record_id": record_id}).mappings().first()
             if row is None:
                 raise NotFound(f"{entity_key} {record_id} does not exist")
             item = access.to_json(row)
@@ -717,18 +705,6 @@ def _access_for(runtime: Any, entity_key: str, unit: str | None) -> EntityAccess
             raise NotFound(f"there is no entity {entity_key}")
         entity = scope.entities[entity_key]
         schemas = build_entity_schemas(entity, runtime.types, registry.version, unit)
-        found = EntityAccess(entity, registry.entities[entity_key],
-                             runtime.tables.by_entity[entity_key], schemas)
+        found = EntityAccess(entity, runtime.tables.by_entity[entity_key], schemas)
         cache[key] = found
     return found
-
-
-def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pluggy
@@ -153,13 +154,14 @@ class Platform:
         The change is already committed: one failing receiver is logged and never keeps
         the others from the event.
         """
-        receivers = [*self.plugins.hook.record_event.get_hookimpls(), *self._subscribers]
-        for receiver in receivers:
-            call = receiver.function if hasattr(receiver, "function") else receiver
+        plugins = [partial(impl.function, event=event)
+                   for impl in self.plugins.hook.record_event.get_hookimpls()]
+        subscribers = [partial(callback, event) for callback in self._subscribers]
+        for deliver in [*plugins, *subscribers]:
             try:
-                call(event=event) if hasattr(receiver, "function") else call(event)
+                deliver()
             except Exception:
-                log.exception("record event receiver %r failed for %s %s", call,
+                log.exception("record event receiver %r failed for %s %s", deliver.func,
                               event.entity, event.record_id)
 
     # -- lifecycle ----------------------------------------------------------------------------
