@@ -9,17 +9,15 @@ Tests run on SQLite always and on PostgreSQL when METACRM_TEST_PG_URL is set.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import pickle
-import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from conditionworld import BACKENDS, World, compile_world, open_database
 from conftest import WriteLibrary, write_files
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -40,15 +38,11 @@ from metacrm.engines.conditions import (
     to_sql,
 )
 from metacrm.engines.conditions.values import TEXT_TYPES
-from metacrm.generators.specs import registry_specs
-from metacrm.generators.tables import TenantTables, build_tables
 from metacrm.hookspecs import hookimpl
-from metacrm.metadata.compiler import Compiler
-from metacrm.metadata.ir import Registry, freeze
+from metacrm.metadata.ir import freeze
 from metacrm.metadata.library import Library
 from metacrm.plugins import make_plugin_manager
 
-PG_URL = os.environ.get("METACRM_TEST_PG_URL")
 UTC = dt.UTC
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = dt.datetime(2025, 3, 2, 17, 30, tzinfo=UTC)  # Sunday in UTC, Monday 01:30 in Shanghai
@@ -107,23 +101,6 @@ LIBRARY = {
 
 # -- the registry, the tables and a database per backend -------------------------------------
 
-@dataclass
-class World:
-    registry: Registry
-    tables: TenantTables
-    operators: OperatorRegistry
-
-
-def compile_world(library: Library, tenant: str = "acme") -> World:
-    compiler = Compiler(library)
-    result = compiler.compile_tenant(tenant)
-    assert result.registry is not None, [d.format() for d in result.diagnostics]
-    registry = result.registry
-    specs = registry_specs(registry, compiler.types)
-    tables = build_tables(specs, {e.id: key for key, e in registry.entities.items()})
-    return World(registry, tables, OperatorRegistry.from_plugins(compiler.plugins))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("conditions")
@@ -131,33 +108,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return compile_world(Library.at(root))
 
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=[
-    pytest.mark.postgres, pytest.mark.skipif(not PG_URL, reason="METACRM_TEST_PG_URL is not set")])]
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def database(request: pytest.FixtureRequest, world: World) -> Iterator[sa.Connection]:
-    """A connection whose tables exist: in-memory SQLite, or a throw-away PostgreSQL schema."""
-    schema = None
-    if request.param == "sqlite":
-        engine = sa.create_engine("sqlite://")
-        connection = engine.connect()
-    else:
-        engine = sa.create_engine(PG_URL)
-        schema = f"cond_{secrets.token_hex(6)}"
-        with engine.begin() as setup:
-            setup.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        connection = engine.connect().execution_options(schema_translate_map={None: schema})
-    try:
-        world.tables.metadata.create_all(connection)
-        connection.commit()
+    with open_database(request.param, world) as connection:
         yield connection
-    finally:
-        connection.close()
-        if schema is not None:
-            with engine.begin() as teardown:
-                teardown.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        engine.dispose()
 
 
 class Crm:

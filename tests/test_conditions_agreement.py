@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,27 +22,21 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from conditionworld import BACKENDS, World, compile_world, open_database
 from conftest import write_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metacrm.engines.conditions import (
-    SYSTEM_FIELD_TYPES,
     EvalContext,
-    OperatorRegistry,
     dump_condition,
     evaluate,
     parse_condition,
     to_sql,
 )
 from metacrm.engines.conditions.values import TEXT_TYPES, coerce_literal, resolve_literal
-from metacrm.generators.specs import registry_specs
-from metacrm.generators.tables import TenantTables, build_tables
-from metacrm.metadata.compiler import Compiler
-from metacrm.metadata.ir import Registry
 from metacrm.metadata.library import Library
 
-PG_URL = os.environ.get("METACRM_TEST_PG_URL")
 EXAMPLES = int(os.environ.get("METACRM_CONDITION_EXAMPLES", "200"))
 UTC = dt.UTC
 
@@ -102,72 +95,17 @@ LIBRARY = {
 ENTITIES = ("region", "account", "deal")  # referenced first
 
 
-class World:
-    """The compiled registry, its tables and operators (not a dataclass: Hypothesis would
-    print every field of the Registry when reporting an example)."""
-
-    def __init__(self, registry: Registry, tables: TenantTables,
-                 operators: OperatorRegistry) -> None:
-        self.registry = registry
-        self.tables = tables
-        self.operators = operators
-
-    @functools.cached_property
-    def paths(self) -> list[tuple[str, str, tuple[str, ...]]]:
-        """(path, field type, options) of every testable field, from deal, through account
-        and on through region."""
-        found = []
-        for prefix, entity in (("", "deal"), ("account.", "account"),
-                               ("account.region.", "region")):
-            fields = self.registry.entities[f"crm.{entity}"].stored_fields
-            found += [(prefix + f.name, f.type, f.option_values) for f in fields]
-            found += [(prefix + name, kind, ()) for name, kind in SYSTEM_FIELD_TYPES.items()]
-        return [p for p in found if self.operators.for_type(p[1])]
-
-    def __repr__(self) -> str:
-        return f"World({self.registry.version[:12]})"
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("agreement")
     write_files(root, LIBRARY)
-    compiler = Compiler(Library.at(root))
-    result = compiler.compile_tenant("acme")
-    assert result.registry is not None, [d.format() for d in result.diagnostics]
-    registry = result.registry
-    tables = build_tables(registry_specs(registry, compiler.types),
-                          {e.id: key for key, e in registry.entities.items()})
-    return World(registry, tables, OperatorRegistry.from_plugins(compiler.plugins))
-
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=[
-    pytest.mark.postgres, pytest.mark.skipif(not PG_URL, reason="METACRM_TEST_PG_URL is not set")])]
+    return compile_world(Library.at(root))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def database(request: pytest.FixtureRequest, world: World) -> Iterator[sa.Connection]:
-    """In-memory SQLite, or a PostgreSQL schema `cond_<random>` dropped at the end."""
-    schema = None
-    if request.param == "sqlite":
-        engine = sa.create_engine("sqlite://")
-        connection = engine.connect()
-    else:
-        engine = sa.create_engine(PG_URL)
-        schema = f"cond_{secrets.token_hex(6)}"
-        with engine.begin() as setup:
-            setup.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        connection = engine.connect().execution_options(schema_translate_map={None: schema})
-    try:
-        world.tables.metadata.create_all(connection)
-        connection.commit()
+    with open_database(request.param, world) as connection:
         yield connection
-    finally:
-        connection.close()
-        if schema is not None:
-            with engine.begin() as teardown:
-                teardown.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        engine.dispose()
 
 
 # -- values -----------------------------------------------------------------------------------
