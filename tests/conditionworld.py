@@ -33,6 +33,9 @@ class World:
         self.tables = tables
         self.operators = operators
 
+    def __repr__(self) -> str:
+        return f"World({self.registry.version[:12]})"
+
 
 def compile_world(library: Library, tenant: str = "acme") -> World:
     compiler = Compiler(library)

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metacrm.engines.conditions import (
+    SYSTEM_FIELD_TYPES,
     EvalContext,
     dump_condition,
     evaluate,
@@ -95,11 +96,28 @@ LIBRARY = {
 ENTITIES = ("region", "account", "deal")  # referenced first
 
 
+class AgreementWorld(World):
+    """The shared World plus the field paths this library's conditions are drawn from."""
+
+    @functools.cached_property
+    def paths(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(path, field type, options) of every testable field, from deal, through account
+        and on through region."""
+        found = []
+        for prefix, entity in (("", "deal"), ("account.", "account"),
+                               ("account.region.", "region")):
+            fields = self.registry.entities[f"crm.{entity}"].stored_fields
+            found += [(prefix + f.name, f.type, f.option_values) for f in fields]
+            found += [(prefix + name, kind, ()) for name, kind in SYSTEM_FIELD_TYPES.items()]
+        return [p for p in found if self.operators.for_type(p[1])]
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(tmp_path_factory: pytest.TempPathFactory) -> AgreementWorld:
     root = tmp_path_factory.mktemp("agreement")
     write_files(root, LIBRARY)
-    return compile_world(Library.at(root))
+    built = compile_world(Library.at(root))
+    return AgreementWorld(built.registry, built.tables, built.operators)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
