@@ -159,6 +159,14 @@ class PassTimer:
         self.exclusive.clear()
         self.calls.clear()
 
+    def wrap_if_present(self, owner: Any, attr: str, name: str) -> bool:
+        """Like `wrap`, but skip (and return False) when the code under test no longer has
+        ``owner.attr``: a benchmark outlives the functions it once timed."""
+        present = attr in owner.__dict__ if isinstance(owner, type) else hasattr(owner, attr)
+        if present:
+            self.wrap(owner, attr, name)
+        return present
+
     def wrap(self, owner: Any, attr: str, name: str, *, consume: bool = False) -> None:
         """Replace ``owner.attr`` by a timed version (``consume``: drain a returned iterator)."""
         original = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)

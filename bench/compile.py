@@ -609,9 +609,7 @@ def instrument(timer: PassTimer) -> None:
     from metacrm.metadata.library import Library as Lib
 
     def w(owner: Any, attr: str, name: str) -> None:
-        try:
-            timer.wrap(owner, attr, name)
-        except (AttributeError, KeyError):  # the compiler moved on; time what still exists
+        if not timer.wrap_if_present(owner, attr, name):
             print(f"(not timed: {getattr(owner, '__name__', owner)}.{attr} is gone)")
 
     w(Compiler, "__init__", "compiler init (plugins, field types)")

@@ -389,9 +389,7 @@ class Postgres:
 
 def instrument(timer: PassTimer) -> None:
     """Coarse timers on the reload path (each wrapped function runs a few times per call)."""
-    def w(owner: Any, attr: str, name: str) -> None:
-        if hasattr(owner, attr):  # the code under test moves on; skip what is gone
-            timer.wrap(owner, attr, name)
+    w = timer.wrap_if_present
 
     w(runtime_module.Compiler, "compile_tenant", "compile (Compiler.compile_tenant)")
     w(runtime_module, "registry_specs", "desired table specs (registry_specs)")
