@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import write_files
 
 from metacrm.metadata import sources
 from metacrm.metadata.compiler import Compiler, CompileResult
@@ -21,10 +22,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def make_library(root: Path, files: Mapping[str, str]) -> Library:
     """Write `{relative path: YAML}` below `root` (dedented) and return the library there."""
-    for relative, text in files.items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(textwrap.dedent(text).lstrip("\n"), "utf-8")
+    write_files(root, files)
     return Library.at(root)
 
 

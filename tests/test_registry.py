@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import pickle
-import textwrap
 import weakref
 from collections.abc import Mapping
 from decimal import Decimal
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import write_files
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -23,10 +23,8 @@ from metacrm.metadata.library import Library
 
 
 def make_library(root: Path, files: Mapping[str, str]) -> Library:
-    for relative, text in files.items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(textwrap.dedent(text).lstrip("\n"), "utf-8")
+    """Write `{relative path: YAML}` below `root` (dedented) and return the library there."""
+    write_files(root, files)
     return Library.at(root)
 
 
