@@ -124,16 +124,18 @@ class EntityAPI:
             raise Unauthorized("the token is unknown, revoked or expired")
         return user
 
+    def unit_of(self, user: User) -> str | None:
+        """The business unit whose definitions `user` sees (None: the tenant's own)."""
+        return user.business_unit if user.business_unit in self.registry.units else None
+
     def service(self) -> RecordService:
         user: User = g.metacrm_user
-        unit = user.business_unit if user.business_unit in self.registry.units else None
-        return RecordService(self.runtime, Actor(user.id, unit), emit=self.platform.emit)
+        return RecordService(self.runtime, Actor(user.id, self.unit_of(user)),
+                             emit=self.platform.emit)
 
     def entity_key(self, module: str, entity: str) -> str:
         key = f"{module}.{entity}"
-        user: User = g.metacrm_user
-        unit = user.business_unit if user.business_unit in self.registry.units else None
-        if key not in self.registry.scope(unit).entities:
+        if key not in self.registry.scope(self.unit_of(g.metacrm_user)).entities:
             raise NotFound(f"there is no entity {key}")
         return key
 
@@ -280,8 +282,7 @@ class EntityAPI:
                               "errors": {str(k): v for k, v in result.errors.items()}})
 
     def meta(self) -> Response:
-        user: User = g.metacrm_user
-        unit = user.business_unit if user.business_unit in self.registry.units else None
+        unit = self.unit_of(g.metacrm_user)
         scope = self.registry.scope(unit)
         return json_response({
             "tenant": self.runtime.slug, "version": self.registry.version, "unit": unit,
@@ -292,8 +293,7 @@ class EntityAPI:
         unit = None
         header = request.headers.get("Authorization", "")
         if header:
-            user = self.user()
-            unit = user.business_unit if user.business_unit in self.registry.units else None
+            unit = self.unit_of(self.user())
         document = self._openapi.get(unit)
         if document is None:
             document = build_openapi(self.registry.scope(unit), tenant=self.runtime.slug,
