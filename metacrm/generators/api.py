@@ -289,16 +289,21 @@ class EntityAPI:
             "entities": {key: describe_entity(entity, scope)
                          for key, entity in scope.entities.items()}})
 
-    def openapi(self) -> Response:
-        unit = None
-        header = request.headers.get("Authorization", "")
-        if header:
-            unit = self.unit_of(self.user())
+    def document(self, unit: str | None) -> dict[str, Any]:
+        """The OpenAPI document of `unit`'s scope, built once per version and unit."""
         document = self._openapi.get(unit)
         if document is None:
             document = build_openapi(self.registry.scope(unit), tenant=self.runtime.slug,
                                      version=self.registry.version)
             self._openapi[unit] = document
+        return document
+
+    def openapi(self) -> Response:
+        unit = None
+        header = request.headers.get("Authorization", "")
+        if header:
+            unit = self.unit_of(self.user())
+        document = self.document(unit)
         # the API lives where this document was asked for (/t/<slug>/, a header or a host)
         return json_response({**document, "servers": [{"url": f"{request.script_root}/"}]})
 
@@ -421,9 +426,8 @@ def build_api(app: Flask, platform: Any, runtime: Any) -> EntityAPI:
 
     @app.get("/api/docs")
     def api_docs() -> Response:
-        document = build_openapi(runtime.registry.scope(None), tenant=runtime.slug,
-                                 version=runtime.registry.version)
-        return Response(docs_html(document, request.script_root), content_type="text/html")
+        return Response(docs_html(api.document(None), request.script_root),
+                        content_type="text/html")
 
     @app.errorhandler(RecordError)
     def record_error(exc: RecordError) -> Response:
