@@ -284,17 +284,12 @@ class Platform:
         if runtime is not None and now - self._checked.get(slug, 0.0) < self.check_interval:
             return runtime
         with self._lock:
-            runtime = self._runtimes.get(slug)
-            if runtime is None:
-                record = self.store.get(slug)
-                if record is None or record.status != "active":
-                    raise UnknownTenant(slug)
-                return self._adopt(slug)
             record = self.store.get(slug)
-            if record is None or record.status != "active":  # archived by another process
+            if record is None or record.status != "active":  # maybe archived by another process
                 self._runtimes.pop(slug, None)
                 raise UnknownTenant(slug)
-            if self._db_version(slug) != runtime.version:
+            runtime = self._runtimes.get(slug)
+            if runtime is None or self._db_version(slug) != runtime.version:
                 return self._adopt(slug)
             self._checked[slug] = now
             return runtime
