@@ -354,3 +354,31 @@ def _anchors(page: Path) -> set[str]:
         slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
         anchors.add(slug)
     return anchors
+
+
+def test_every_api_route_is_documented(tmp_path: Path) -> None:
+    """Every URL rule of a tenant's generated API appears in docs/api.md (method and path)."""
+    import shutil
+
+    from metacrm.platform.app import tenant_app
+    from metacrm.platform.runtime import Platform
+    from metacrm.platform.settings import Settings
+
+    for folder in ("metadata", "tenants"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    platform = Platform(Settings(tmp_path, tmp_path / "var", None))
+    try:
+        assert platform.create_tenant("acme").ok
+        app = tenant_app(platform, platform.runtime("acme"))
+    finally:
+        platform.close()
+    page = (ROOT / "docs" / "api.md").read_text("utf-8")
+    missing = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api"):
+            continue
+        path = rule.rule.replace("<int:record_id>", "<id>")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            if f"`{method} {path}`" not in page:
+                missing.append(f"{method} {path}")
+    assert not missing, "docs/api.md does not list: " + ", ".join(missing)
