@@ -30,10 +30,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from metacrm.platform.app import create_app
-from metacrm.platform.auth import create_user, issue_token
+from metacrm.platform.auth import create_user, issue_token, set_roles, user_by_name
 from metacrm.platform.events import RecordEvent
+from metacrm.platform.permissions import load_principal
 from metacrm.platform.records import Actor, RecordService
 from metacrm.platform.runtime import Platform, TenantRuntime
+from metacrm.platform.systables import runtime_system_tables
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CUSTOMER = "customer.customer"
@@ -94,14 +96,24 @@ class Demo:
         return self.platform.runtime(self.slug)
 
     def service(self, who: str | None = "admin", *, emit: bool = True) -> RecordService:
-        """The record service acting as user `who` (None: the system, no unit)."""
-        actor = Actor() if who is None else Actor(self.user_ids[who], self.units[who])
-        return RecordService(self.runtime, actor, emit=self.platform.emit if emit else None)
+        """The record service acting as user `who` with their roles (None: the system)."""
+        actor = Actor()
+        if who is not None:
+            with self.runtime.connect() as connection:
+                principal = load_principal(connection, runtime_system_tables(self.runtime),
+                                           user_by_name(connection, who),
+                                           self.runtime.registry.units)
+            actor = Actor.of(principal)
+        return RecordService(self.runtime, actor, emit=self.platform.emit if emit else None,
+                             operators=self.platform.operators)
 
     def add_user(self, username: str, unit: str | None = None, *,
-                 expires_in: dt.timedelta | None = None) -> str:
+                 expires_in: dt.timedelta | None = None,
+                 roles: tuple[str, ...] = ("administrator",)) -> str:
+        """A user with a token; an administrator unless `roles` says otherwise."""
         with self.runtime.begin() as connection:
             user_id = create_user(connection, username, business_unit=unit)
+            set_roles(connection, user_id, roles)
             token = issue_token(connection, user_id, "tests", expires_in)
         self.user_ids[username] = user_id
         self.units[username] = unit

@@ -6,18 +6,21 @@ and the whole sub-app is rebuilt per Registry version and swapped on reload.
 
 from __future__ import annotations
 
-import datetime as dt
+import csv
+import dataclasses
+import io
 import json
 import logging
 from collections.abc import Mapping
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ..metadata.describe import describe_entity
+from ..metadata.ir import FrozenDict
 from ..platform.auth import User, user_for_token
+from ..platform.permissions import Principal, load_principal
 from ..platform.problems import PROBLEM_TYPE, problem
 from ..platform.records import (
     Actor,
@@ -90,7 +93,7 @@ def _simple_value(field_type: str, op: str, raw: str) -> Any:
 
 
 def _scalar(field_type: str, raw: str) -> Any:
-    if field_type in ("integer", "reference") or field_type == "id":
+    if field_type in ("integer", "reference", "user", "id"):
         try:
             return int(raw)
         except ValueError as exc:
@@ -111,6 +114,17 @@ class EntityAPI:
 
     # -- request context ----------------------------------------------------------------------
 
+    def principal(self) -> Principal:
+        """The caller: their token's user with roles and org units (once per request)."""
+        found = g.get("metacrm_principal")
+        if found is None:
+            user = self.user()
+            with self.runtime.connect() as connection:
+                found = load_principal(connection, runtime_system_tables(self.runtime), user,
+                                       self.registry.units)
+            g.metacrm_principal = found
+        return found
+
     def user(self) -> User:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -124,19 +138,20 @@ class EntityAPI:
             raise Unauthorized("the token is unknown, revoked or expired")
         return user
 
-    def unit_of(self, user: User) -> str | None:
-        """The business unit whose definitions `user` sees (None: the tenant's own)."""
-        return user.business_unit if user.business_unit in self.registry.units else None
-
     def service(self) -> RecordService:
-        user: User = g.metacrm_user
-        return RecordService(self.runtime, Actor(user.id, self.unit_of(user)),
-                             emit=self.platform.emit)
+        found = g.get("metacrm_service")
+        if found is None:
+            found = RecordService(self.runtime, Actor.of(self.principal()),
+                                  emit=self.platform.emit, operators=self.platform.operators)
+            g.metacrm_service = found
+        return found
 
     def entity_key(self, module: str, entity: str) -> str:
         key = f"{module}.{entity}"
-        if key not in self.registry.scope(self.unit_of(g.metacrm_user)).entities:
+        service = self.service()
+        if key not in service.scope.entities:
             raise NotFound(f"there is no entity {key}")
+        service.access(key)  # NotFound when the caller's roles hide the entity
         return key
 
     # -- list query ---------------------------------------------------------------------------
@@ -164,28 +179,15 @@ class EntityAPI:
             conditions.append({"field": field_name, "op": op,
                                **({} if op in ("today", "this_week", "this_month") else
                                   {"value": _simple_value(field_type, op, raw)})})
-        where = self.where(key, entity, conditions, service.actor.unit) if conditions else None
-        query = self.paging(entity)
-        return query, where
-
-    def where(self, key: str, entity: Any, conditions: list[Any],
-              unit: str | None = None) -> Any:
-        """The SQL of the list's conditions (filter= and field parameters), validated."""
-        from ..engines.conditions import ConditionError, EvalContext, parse_condition, to_sql
-
+        document = None
         if conditions:
             document = conditions[0] if len(conditions) == 1 else {"all": conditions}
-            try:
-                node = parse_condition(document, entity, self.registry,
-                                       self.platform.operators, unit=unit)
-            except ConditionError as exc:
-                raise ValidationFailed(f"the filter is not valid: {exc.message}",
-                                       {"filter": [exc.message]},
-                                       path=list(exc.path)) from exc
-            tz = ZoneInfo(self.runtime.config.timezone)
-            context = EvalContext(dt.datetime.now(tz), tz)
-            return to_sql(node, key, self.runtime.tables.by_entity, self.registry, context)
-        return None
+            if document is None:
+                message = "a condition must be a mapping with `all`, `any`, `not` or `field`"
+                raise ValidationFailed(f"the filter is not valid: {message}",
+                                       {"filter": [message]})
+        query = dataclasses.replace(self.paging(entity), filter=document)
+        return query, None
 
     def paging(self, entity: Any) -> ListQuery:
         args = request.args
@@ -282,30 +284,79 @@ class EntityAPI:
                               "errors": {str(k): v for k, v in result.errors.items()}})
 
     def meta(self) -> Response:
-        unit = self.unit_of(g.metacrm_user)
-        scope = self.registry.scope(unit)
+        service = self.service()
+        scope = self.visible_scope(service)
         return json_response({
-            "tenant": self.runtime.slug, "version": self.registry.version, "unit": unit,
+            "tenant": self.runtime.slug, "version": self.registry.version,
+            "unit": service.actor.unit,
             "entities": {key: describe_entity(entity, scope)
                          for key, entity in scope.entities.items()}})
 
-    def document(self, unit: str | None) -> dict[str, Any]:
-        """The OpenAPI document of `unit`'s scope, built once per version and unit."""
-        document = self._openapi.get(unit)
+    def visible_scope(self, service: RecordService) -> Any:
+        """The caller's business unit's definitions, less what their roles hide."""
+        scope = service.scope
+        if service.guard is None or service.guard.principal.is_admin:
+            return scope
+        return dataclasses.replace(scope, entities=FrozenDict(
+            {key: service.access(key).entity for key in service.visible_entities()}))
+
+    def document(self, service: RecordService | None) -> dict[str, Any]:
+        """The OpenAPI document the caller sees (their unit's scope, less hidden entities
+        and fields), built once per version, unit and set of roles."""
+        key = service.guard.fingerprint() if service and service.guard else None
+        document = self._openapi.get(key)
         if document is None:
-            document = build_openapi(self.registry.scope(unit), tenant=self.runtime.slug,
+            scope = self.visible_scope(service) if service else self.registry.scope(None)
+            document = build_openapi(scope, tenant=self.runtime.slug,
                                      version=self.registry.version)
-            self._openapi[unit] = document
+            self._openapi[key] = document
         return document
 
     def openapi(self) -> Response:
-        unit = None
         header = request.headers.get("Authorization", "")
-        if header:
-            unit = self.unit_of(self.user())
-        document = self.document(unit)
+        document = self.document(self.service() if header else None)
         # the API lives where this document was asked for (/t/<slug>/, a header or a host)
         return json_response({**document, "servers": [{"url": f"{request.script_root}/"}]})
+
+    def export(self, module: str, entity: str) -> Response:
+        """Every record the caller may export, as CSV (their readable fields only)."""
+        key = self.entity_key(module, entity)
+        service = self.service()
+        query, _ = self.list_query(service, key)
+        columns = list(query.fields or service.export_columns(key))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+        writer.writeheader()
+        for record in service.export(key, query):
+            writer.writerow({k: _csv_value(v) for k, v in record.items()})
+        return Response(buffer.getvalue(), content_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{module}.{entity}.csv"'})
+
+    def assign(self, module: str, entity: str, record_id: int) -> Response:
+        key = self.entity_key(module, entity)
+        body = self.body()
+        owner = body.get("owner")
+        if isinstance(owner, bool) or not isinstance(owner, int):
+            raise ValidationFailed("send `owner`: the id of the user to assign the record to",
+                                   {"owner": ["a user id"]})
+        record = self.service().assign(key, record_id, owner,
+                                       expected_version=_if_match(record_id))
+        return json_response(record, headers={"ETag": _etag(record)})
+
+    def shares(self, module: str, entity: str, record_id: int) -> Response:
+        key = self.entity_key(module, entity)
+        service = self.service()
+        if request.method == "GET":
+            return json_response({"items": service.shares(key, record_id)})
+        body = self.body()
+        share = service.share(key, record_id, user_id=body.get("user"),
+                              unit=body.get("unit"), access=body.get("access", "read"))
+        return json_response(share, 201)
+
+    def unshare(self, module: str, entity: str, record_id: int, share_id: int) -> Response:
+        key = self.entity_key(module, entity)
+        self.service().unshare(key, record_id, share_id)
+        return Response(status=204)
 
     def body(self) -> dict[str, Any]:
         if not request.data:
@@ -346,6 +397,12 @@ def _encodable(value: Any) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return True
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def _etag(record: Mapping[str, Any]) -> str:
@@ -408,6 +465,7 @@ def build_api(app: Flask, platform: Any, runtime: Any) -> EntityAPI:
             return
         if request.endpoint and request.endpoint.startswith("api_"):
             g.metacrm_user = api.user()
+            api.principal()
 
     routes = [
         ("/api/v1/_meta", "api_meta", api.meta, ["GET"]),
@@ -415,6 +473,11 @@ def build_api(app: Flask, platform: Any, runtime: Any) -> EntityAPI:
         (base, "api_list", api.list, ["GET"]),
         (base, "api_create", api.create, ["POST"]),
         (f"{base}/bulk", "api_bulk", api.bulk, ["POST"]),
+        (f"{base}/export", "api_export", api.export, ["GET"]),
+        (f"{base}/<int:record_id>/assign", "api_assign", api.assign, ["POST"]),
+        (f"{base}/<int:record_id>/shares", "api_shares", api.shares, ["GET", "POST"]),
+        (f"{base}/<int:record_id>/shares/<int:share_id>", "api_unshare", api.unshare,
+         ["DELETE"]),
         (f"{base}/<int:record_id>", "api_get", api.get, ["GET"]),
         (f"{base}/<int:record_id>", "api_update", api.update, ["PATCH"]),
         (f"{base}/<int:record_id>", "api_delete", api.delete, ["DELETE"]),

@@ -84,6 +84,8 @@ def value_schema(field: Field, *, output: bool) -> dict[str, Any]:
         if output:
             schema = {"anyOf": [schema, {"type": "object", "properties": {
                 "id": {"type": "integer"}}, "required": ["id"]}]}
+    elif kind == "user":
+        schema = dict(RECORD_ID)
     elif kind == "many_to_many":
         schema = {"type": "array", "items": dict(RECORD_ID)}
     elif kind == "formula":

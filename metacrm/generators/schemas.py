@@ -168,7 +168,7 @@ def marshmallow_field(field: Field, types: FieldTypeRegistry) -> mf.Field | None
         return JsonValue(**kwargs)
     if storage == "uuid":
         return UuidText(**kwargs)
-    if storage == "reference":
+    if storage in ("reference", "user"):
         return StrictInteger(strict=True, validate=mv.Range(min=1), **kwargs)
     if storage == "many_to_many":
         return mf.List(StrictInteger(strict=True, validate=mv.Range(min=1)),

@@ -23,7 +23,7 @@ STORAGE_OF = MappingProxyType({
     "autonumber": "string", "text": "text", "integer": "integer", "decimal": "decimal",
     "money": "decimal", "boolean": "boolean", "date": "date", "datetime": "datetime",
     "enum": "string", "multi_enum": "json", "json": "json", "uuid": "uuid",
-    "reference": "id",
+    "reference": "id", "user": "id",
 })
 DEFAULT_LENGTHS = MappingProxyType({"email": 254, "phone": 32, "url": 2048, "autonumber": 64})
 WIDENINGS = frozenset({("string", "text"), ("integer", "decimal"), ("date", "datetime"),

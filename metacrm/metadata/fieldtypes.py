@@ -368,6 +368,9 @@ def builtin_field_types() -> list[FieldType]:
                    "description": "What happens when the referenced record is deleted."}},
                   required_options=("to",), excluded_common=frozenset({"default"}),
                   example="{type: reference, to: customer.customer, on_delete: restrict}"),
+        FieldType("user", "A user of the tenant, by id (an assignee, a reviewer); the "
+                  "`assigned` permission scope matches records where it is the caller.",
+                  excluded_common=frozenset({"default", "unique"}), example="{type: user}"),
         FieldType("children", "The read side of a reference: records of `of` whose `via` "
                   "field points here.", {"of": ENTITY_REF, "via": {"$ref": "#/$defs/identifier"}},
                   required_options=("of", "via"), excluded_common=NOT_VALUE, stored=False,

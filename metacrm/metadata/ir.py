@@ -358,6 +358,47 @@ class Relation:
     on_delete: str | None = None
 
 
+ACTIONS = ("read", "create", "update", "delete", "restore", "export", "import", "transition",
+           "assign")
+"""What a role may do to an entity's records; each action is granted with a scope."""
+SCOPES = ("none", "own", "assigned", "team", "subtree", "business_unit", "all")
+"""How far a grant reaches, narrowest first (see docs/permissions.md)."""
+FIELD_ACCESS = ("hidden", "read", "write")
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRule:
+    """One action's reach: a scope, optionally narrowed by a condition on the record."""
+
+    scope: str
+    when: Any = None  # a condition document (frozen), or None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one role may do to one entity: actions with scopes, and per-field access.
+
+    Actions not listed are not granted; fields not listed are writable (``write``).
+    """
+
+    entity: str
+    actions: FrozenDict[str, ScopeRule]
+    fields: FrozenDict[str, str] = field(default_factory=FrozenDict)
+    origin: str = "module"
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A role: the grants it carries on each entity, as one scope (unit) sees them."""
+
+    name: str
+    label: Text
+    description: Text = Text(())
+    grants: FrozenDict[str, Grant] = field(default_factory=FrozenDict)
+    source: Source | None = field(default=None, compare=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """What one business unit (or the tenant as a whole, unit None) sees."""
@@ -367,6 +408,7 @@ class Scope:
     entities: FrozenDict[str, Entity]
     forms: FrozenDict[str, Form]
     views: FrozenDict[str, View]
+    roles: FrozenDict[str, Role] = field(default_factory=FrozenDict)
 
     def forms_for(self, entity: str) -> tuple[Form, ...]:
         return tuple(f for f in self.forms.values() if f.entity == entity)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -92,4 +93,28 @@ def user_for_token(connection: sa.Connection, token: str,
             tzinfo=dt.UTC)
         if expires <= dt.datetime.now(dt.UTC):
             return None
+    return User(row.id, row.username, row.display_name, row.business_unit, row.locale)
+
+
+def set_roles(connection: sa.Connection, user_id: int, roles: Iterable[str]) -> list[str]:
+    """Replace a user's roles; returns them sorted."""
+    table = system_tables().user_roles
+    wanted = sorted(set(roles))
+    connection.execute(table.delete().where(table.c.user_id == user_id))
+    if wanted:
+        connection.execute(table.insert(), [{"user_id": user_id, "role": r} for r in wanted])
+    return wanted
+
+
+def roles_of(connection: sa.Connection, user_id: int) -> list[str]:
+    table = system_tables().user_roles
+    return sorted(r for (r,) in connection.execute(sa.select(table.c.role).where(
+        table.c.user_id == user_id)))
+
+
+def user_by_name(connection: sa.Connection, username: str) -> User | None:
+    users = system_tables().users
+    row = connection.execute(sa.select(users).where(users.c.username == username)).first()
+    if row is None:
+        return None
     return User(row.id, row.username, row.display_name, row.business_unit, row.locale)

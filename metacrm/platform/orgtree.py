@@ -12,42 +12,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..generators.tables import ID_TYPE
+from .systables import SystemTables, system_tables
 
 UNIT_KINDS = ("group", "business_unit", "region", "branch", "team", "department")
-
-
-@dataclass(frozen=True, slots=True)
-class OrgTables:
-    metadata: sa.MetaData
-    units: sa.Table
-    members: sa.Table
-
-
-def org_tables() -> OrgTables:
-    metadata = sa.MetaData()
-    units = sa.Table(
-        "_metacrm_org_units", metadata,
-        sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
-        sa.Column("name", sa.String(100), nullable=False, unique=True),
-        sa.Column("label", sa.String(200), nullable=False),
-        sa.Column("kind", sa.String(32), nullable=False),
-        sa.Column("parent_id", ID_TYPE, sa.ForeignKey("_metacrm_org_units.id",
-                                                      ondelete="RESTRICT")),
-        sa.Column("path", sa.String(1000), nullable=False),
-        sa.Column("depth", sa.Integer, nullable=False),
-        sa.Column("business_unit", sa.String(64)),
-        sa.Column("manager_id", ID_TYPE),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Index("ix__metacrm_org_units_path", "path"))
-    members = sa.Table(
-        "_metacrm_org_members", metadata,
-        sa.Column("user_id", ID_TYPE, primary_key=True),
-        sa.Column("unit_id", ID_TYPE, sa.ForeignKey("_metacrm_org_units.id",
-                                                    ondelete="CASCADE"), primary_key=True),
-        sa.Column("is_primary", sa.Boolean, nullable=False, server_default=sa.true()),
-        sa.Index("ix__metacrm_org_members_unit", "unit_id"))
-    return OrgTables(metadata, units, members)
 
 
 class OrgError(ValueError):
@@ -70,45 +37,49 @@ class OrgUnit:
 class OrgTree:
     """Reads and changes the org tree through a connection bound to the tenant."""
 
-    def __init__(self, connection: sa.Connection) -> None:
+    def __init__(self, connection: sa.Connection, tables: SystemTables | None = None) -> None:
         self.connection = connection
-        self.tables = org_tables()
-
-    def ensure(self) -> None:
-        self.tables.metadata.create_all(self.connection, checkfirst=True)
+        system = tables or system_tables()
+        self.units = system.org_units
+        self.members = system.org_members
+        self.users = system.users
 
     def _row(self, where: sa.ColumnElement[bool]) -> OrgUnit | None:
-        row = self.connection.execute(sa.select(self.tables.units).where(where)).mappings().first()
+        row = self.connection.execute(sa.select(self.units).where(where)).mappings().first()
         if row is None:
             return None
         return OrgUnit(row["id"], row["name"], row["label"], row["kind"], row["parent_id"],
                        row["path"], row["depth"], row["business_unit"], row["manager_id"])
 
     def get(self, name: str) -> OrgUnit:
-        found = self._row(self.tables.units.c.name == name)
+        found = self._row(self.units.c.name == name)
         if found is None:
             raise OrgError(f"there is no org unit {name!r}")
         return found
 
     def by_id(self, unit_id: int) -> OrgUnit:
-        found = self._row(self.tables.units.c.id == unit_id)
+        found = self._row(self.units.c.id == unit_id)
         if found is None:
             raise OrgError(f"there is no org unit with id {unit_id}")
         return found
 
     def add(self, name: str, label: str, kind: str, parent: str | None = None, *,
             business_unit: str | None = None, manager_id: int | None = None) -> OrgUnit:
-        """Add a unit under `parent` (None: a root); it inherits the parent's business unit."""
+        """Add a unit under `parent` (None: a root).
+
+        `business_unit` names the Registry unit whose definitions the unit's users see;
+        units below inherit it when they name none (see :meth:`business_unit_of`).
+        """
         if kind not in UNIT_KINDS:
             raise OrgError(f"unknown unit kind {kind!r}; use one of {', '.join(UNIT_KINDS)}")
-        if self._row(self.tables.units.c.name == name) is not None:
+        if self._row(self.units.c.name == name) is not None:
             raise OrgError(f"an org unit named {name!r} already exists")
         parent_unit = self.get(parent) if parent else None
-        units = self.tables.units
+        units = self.units
         new_id = self.connection.execute(units.insert().values(
             name=name, label=label, kind=kind, parent_id=parent_unit.id if parent_unit else None,
             path="/", depth=(parent_unit.depth + 1) if parent_unit else 0,
-            business_unit=business_unit or (parent_unit.business_unit if parent_unit else None),
+            business_unit=business_unit,
             manager_id=manager_id, created_at=dt.datetime.now(dt.UTC)).returning(units.c.id)
         ).scalar_one()
         path = f"{parent_unit.path if parent_unit else '/'}{new_id}/"
@@ -121,7 +92,7 @@ class OrgTree:
         target = self.get(new_parent)
         if target.path.startswith(unit.path):
             raise OrgError(f"cannot move {name!r} under its own subtree ({new_parent!r})")
-        units = self.tables.units
+        units = self.units
         new_path = f"{target.path}{unit.id}/"
         shift = target.depth + 1 - unit.depth
         old_len = len(unit.path)
@@ -133,14 +104,14 @@ class OrgTree:
         return self.by_id(unit.id)
 
     def set_manager(self, name: str, user_id: int | None) -> None:
-        units = self.tables.units
+        units = self.units
         self.connection.execute(units.update().where(units.c.name == name)
                                 .values(manager_id=user_id))
 
     def place(self, user_id: int, unit: str, *, primary: bool = True) -> None:
         """Put a user in a unit (their primary unit replaces any earlier primary one)."""
         target = self.get(unit)
-        members = self.tables.members
+        members = self.members
         if primary:
             self.connection.execute(members.update().where(members.c.user_id == user_id)
                                     .values(is_primary=False))
@@ -150,7 +121,7 @@ class OrgTree:
                                                         is_primary=primary))
 
     def units_of(self, user_id: int) -> list[OrgUnit]:
-        members, units = self.tables.members, self.tables.units
+        members, units = self.members, self.units
         rows = self.connection.execute(sa.select(units.c.id).select_from(
             members.join(units, units.c.id == members.c.unit_id))
             .where(members.c.user_id == user_id).order_by(members.c.is_primary.desc()))
@@ -173,13 +144,71 @@ class OrgTree:
 
     def subtree_users(self, path: str) -> sa.Select:
         """SELECT of the user ids placed anywhere in the subtree at `path` (for scopes)."""
-        members, units = self.tables.members, self.tables.units
+        members, units = self.members, self.units
         return (sa.select(members.c.user_id)
                 .select_from(members.join(units, units.c.id == members.c.unit_id))
                 .where(units.c.path.startswith(path)))
 
     def subtree(self, name: str) -> list[OrgUnit]:
         unit = self.get(name)
-        rows = self.connection.execute(sa.select(self.tables.units.c.id).where(
-            self.tables.units.c.path.startswith(unit.path)).order_by(self.tables.units.c.path))
+        rows = self.connection.execute(sa.select(self.units.c.id).where(
+            self.units.c.path.startswith(unit.path)).order_by(self.units.c.path))
         return [self.by_id(r) for (r,) in rows]
+
+    def business_unit_of(self, unit: OrgUnit) -> str | None:
+        """The business unit of `unit`: its own, else its nearest ancestor's."""
+        if unit.business_unit:
+            return unit.business_unit
+        ids = [int(part) for part in unit.path.strip("/").split("/")][:-1]
+        if not ids:
+            return None
+        rows = dict(self.connection.execute(sa.select(self.units.c.id, self.units.c.business_unit)
+                                            .where(self.units.c.id.in_(ids))).all())
+        for ancestor in reversed(ids):
+            if rows.get(ancestor):
+                return rows[ancestor]
+        return None
+
+    def all(self) -> list[OrgUnit]:
+        rows = self.connection.execute(sa.select(self.units.c.id).order_by(self.units.c.path))
+        return [self.by_id(r) for (r,) in rows]
+
+    def update(self, name: str, *, label: str | None = None, kind: str | None = None,
+               business_unit: str | None | bool = False) -> OrgUnit:
+        """Change a unit's label, kind or business unit (False: leave it)."""
+        unit = self.get(name)
+        values: dict[str, object] = {}
+        if label is not None:
+            values["label"] = label
+        if kind is not None:
+            if kind not in UNIT_KINDS:
+                raise OrgError(f"unknown unit kind {kind!r}; use one of {', '.join(UNIT_KINDS)}")
+            values["kind"] = kind
+        if business_unit is not False:
+            values["business_unit"] = business_unit
+        if values:
+            self.connection.execute(self.units.update().where(self.units.c.id == unit.id)
+                                    .values(**values))
+        return self.by_id(unit.id)
+
+    def remove(self, name: str) -> None:
+        """Delete an empty unit (no sub-units, no members)."""
+        unit = self.get(name)
+        children = self.connection.execute(sa.select(sa.func.count()).where(
+            self.units.c.parent_id == unit.id)).scalar()
+        members = self.connection.execute(sa.select(sa.func.count()).where(
+            self.members.c.unit_id == unit.id)).scalar()
+        if children or members:
+            raise OrgError(f"org unit {name!r} still has {children} sub-unit(s) and {members} "
+                           "member(s); move them first")
+        self.connection.execute(self.units.delete().where(self.units.c.id == unit.id))
+
+    def unplace(self, user_id: int, unit: str) -> None:
+        target = self.get(unit)
+        self.connection.execute(self.members.delete().where(
+            self.members.c.user_id == user_id, self.members.c.unit_id == target.id))
+
+    def members_of(self, name: str) -> list[int]:
+        unit = self.get(name)
+        return [r for (r,) in self.connection.execute(sa.select(self.members.c.user_id).where(
+            self.members.c.unit_id == unit.id).order_by(self.members.c.user_id))]

@@ -9,6 +9,7 @@ RecordEvent after commit.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -27,6 +28,7 @@ from ..generators.schemas import EntitySchemas, build_entity_schemas
 from ..metadata.fieldtypes import AUTONUMBER_TOKEN
 from ..metadata.ir import Entity, Field, thaw
 from .events import RecordEvent
+from .permissions import Guard, Principal
 from .systables import SystemTables, runtime_system_tables
 
 SYSTEM_OUTPUT = ("id", "created_at", "created_by", "updated_at", "updated_by", "owner",
@@ -66,13 +68,26 @@ class PreconditionFailed(RecordError):
     status, title = 412, "Precondition failed"
 
 
+class Forbidden(RecordError):
+    status, title = 403, "Forbidden"
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who is acting: a user id (None for the system) and their business unit."""
+    """Who is acting: a user id (None for the system) and their business unit.
+
+    With a `principal`, every operation obeys that user's roles; without one (the
+    system: migrations, seeding, an operator's CLI command) nothing is restricted.
+    """
 
     user_id: int | None = None
     unit: str | None = None
     depth: int = 0
+    principal: Principal | None = None
+
+    @classmethod
+    def of(cls, principal: Principal, depth: int = 0) -> Actor:
+        return cls(principal.user_id, principal.business_unit, depth, principal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,25 +160,36 @@ def _needs_conversion(name: str, field: Field | None) -> bool:
 
 
 class EntityAccess:
-    """Per entity and scope: table, schemas and the row → JSON conversion (built once)."""
+    """Per entity, scope and field visibility: table, schemas and the row → JSON
+    conversion (built once).
 
-    def __init__(self, entity: Entity, table: sa.Table, schemas: EntitySchemas):
+    `entity` is the entity as the caller sees it (fields their roles hide are left
+    out); `full` has every field of the business unit's view, for defaults and checks.
+    """
+
+    def __init__(self, entity: Entity, table: sa.Table, schemas: EntitySchemas,
+                 full: Entity | None = None, read_only: frozenset[str] = frozenset()):
         self.entity = entity
+        self.full = full or entity
         self.table = table
         self.schemas = schemas
+        self.read_only = read_only
         self.columns = [c for c in table.c if c.name in SYSTEM_OUTPUT or
                         entity.get_field(c.name) is not None]
+        self.row_columns = [c for c in table.c if c.name in SYSTEM_OUTPUT or
+                            self.full.get_field(c.name) is not None]
         self.column_names = frozenset(c.name for c in self.columns)
         self.converters = [(c.name, _jsonable if _needs_conversion(
             c.name, entity.get_field(c.name)) else None) for c in self.columns]
         self.formulas = [f for f in entity.fields if f.formula is not None]
         self.references = {f.name: f for f in entity.fields if f.type == "reference"}
+        self.users = {f.name for f in entity.fields if f.type == "user"}
         record_id = sa.bindparam("record_id")
-        select = sa.select(*self.columns).where(table.c.id == record_id)
+        select = sa.select(*self.row_columns).where(table.c.id == record_id)
         # Built once: a statement object memoizes its cache key, so reuse skips recompiling.
         self.get_live = select.where(table.c.deleted_at.is_(None))
         self.get_any = select
-        self.insert = table.insert().returning(*self.columns)
+        self.insert = table.insert().returning(*self.row_columns)
         self.exists = sa.select(table.c.id).where(table.c.id == record_id,
                                                   table.c.deleted_at.is_(None))
         self.many = {f.name: f for f in entity.fields if f.type == "many_to_many"}
@@ -208,23 +234,84 @@ class RecordService:
     """Record operations for one tenant runtime, acting as one actor."""
 
     def __init__(self, runtime: Any, actor: Actor | None = None,
-                 emit: Callable[[RecordEvent], None] | None = None) -> None:
+                 emit: Callable[[RecordEvent], None] | None = None,
+                 operators: Any = None) -> None:
         self.runtime = runtime
         self.actor = actor or Actor()
         self.emit = emit
         self.registry = runtime.registry
         self.scope = self.registry.scope(self.actor.unit)
         self.system: SystemTables = runtime_system_tables(runtime)
+        self.operators = operators
+        self.guard: Guard | None = None
+        if self.actor.principal is not None:
+            self.guard = Guard(runtime, self.actor.principal, self._operators())
         self._access: dict[str, EntityAccess] = {}
 
-    # -- metadata -----------------------------------------------------------------------------
+    def _operators(self) -> Any:
+        if self.operators is None:
+            from ..engines.conditions import OperatorRegistry, builtin_operators
+
+            self.operators = OperatorRegistry(builtin_operators())
+        return self.operators
+
+    # -- metadata and permissions -------------------------------------------------------------
 
     def access(self, entity_key: str) -> EntityAccess:
+        """The entity as the actor sees it; NotFound when their roles hide it entirely."""
         found = self._access.get(entity_key)
         if found is None:
-            found = _access_for(self.runtime, entity_key, self.actor.unit)
+            if self.guard is not None and entity_key in self.scope.entities and \
+                    not self.guard.visible(entity_key):
+                raise NotFound(f"there is no entity {entity_key}")
+            found = _access_for(self.runtime, entity_key, self.actor.unit, self.guard)
             self._access[entity_key] = found
         return found
+
+    def visible_entities(self) -> list[str]:
+        """The entity keys the actor may see, in the scope's order."""
+        if self.guard is None:
+            return list(self.scope.entities)
+        return [k for k in self.scope.entities if self.guard.visible(k)]
+
+    def require(self, entity_key: str, action: str) -> None:
+        """Refuse (403) an action the actor's roles never grant on `entity_key`."""
+        self.access(entity_key)
+        if self.guard is not None and not self.guard.can(entity_key, action):
+            raise Forbidden(f"your roles do not allow `{action}` on {entity_key}",
+                            action=action)
+
+    def scope_where(self, entity_key: str, action: str,
+                    table: Any = None) -> sa.ColumnElement[bool] | None:
+        """The SQL limiting `action` to the actor's records (None: no limit)."""
+        if self.guard is None:
+            return None
+        return self.guard.where(entity_key, action,
+                                table if table is not None else self.access(entity_key).table)
+
+    def _check_record(self, connection: sa.Connection, entity_key: str, action: str,
+                      row: Mapping[str, Any]) -> None:
+        """One record, checked in Python: 404 if the actor may not even read it, 403 if
+        they may read it but not perform `action`."""
+        if self.guard is None or self.guard.allows(connection, entity_key, action, row):
+            return
+        if action != "read" and self.guard.allows(connection, entity_key, "read", row):
+            raise Forbidden(f"your roles do not allow `{action}` on {entity_key} "
+                            f"{row['id']}", action=action)
+        raise NotFound(f"{entity_key} {row['id']} does not exist")
+
+    def _check_writable(self, access: EntityAccess, data: Any,
+                        before: Mapping[str, Any] | None = None) -> None:
+        """Refuse (403) a change to a field the actor may read but not write."""
+        if not access.read_only or not isinstance(data, Mapping):
+            return
+        refused = sorted(name for name in data if name in access.read_only and (
+            before is None or not _same(_input_value(access, name, data[name]),
+                                        before.get(name))))
+        if refused:
+            raise Forbidden("your roles may read but not change " + ", ".join(
+                f"`{n}`" for n in refused), {n: ["your roles may read this field but not "
+                                                 "change it"] for n in refused})
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -237,12 +324,46 @@ class RecordService:
             row = connection.execute(query, {"record_id": record_id}).mappings().first()
             if row is None:
                 raise NotFound(f"{entity_key} {record_id} does not exist")
+            self._check_record(connection, entity_key, "read", row)
             item = access.to_json(row)
             self._expand(connection, access, [item], expand)
         return item
 
+    def parse_filter(self, entity_key: str, document: Any) -> sa.ColumnElement[bool]:
+        """A condition document (API `filter=`, a view) as SQL, checked against the fields
+        the actor sees; paths through references see only the targets they may read."""
+        from ..engines.conditions import ConditionError, EvalContext, parse_condition, to_sql
+
+        access = self.access(entity_key)
+        try:
+            node = parse_condition(document, access.entity, self.registry, self._operators(),
+                                   unit=self.actor.unit, visible=self._visible_entity)
+        except ConditionError as exc:
+            raise ValidationFailed(f"the filter is not valid: {exc.message}",
+                                   {"filter": [exc.message]}, path=list(exc.path)) from exc
+        from zoneinfo import ZoneInfo
+
+        tz = ZoneInfo(self.runtime.config.timezone)
+        restrict = None
+        if self.guard is not None:
+            guard = self.guard
+
+            def restrict(key: str, table: Any) -> sa.ColumnElement[bool] | None:
+                return guard.where(key, "read", table)
+
+        return to_sql(node, entity_key, self.runtime.tables.by_entity, self.registry,
+                      EvalContext(dt.datetime.now(tz), tz), restrict=restrict)
+
+    def _visible_entity(self, entity_key: str) -> Entity | None:
+        try:
+            return self.access(entity_key).entity
+        except NotFound:
+            return None
+
     def list(self, entity_key: str, query: ListQuery, *,
-             where: sa.ColumnElement[bool] | None = None) -> Page:
+             where: sa.ColumnElement[bool] | None = None, action: str = "read") -> Page:
+        """A page of the records the actor may `action` (read, or export)."""
+        self.require(entity_key, action)
         access = self.access(entity_key)
         table = access.table
         limit = max(1, min(query.limit, MAX_PAGE))
@@ -253,6 +374,11 @@ class RecordService:
             conditions.append(table.c.deleted_at.is_(None))
         if where is not None:
             conditions.append(where)
+        if query.filter is not None:
+            conditions.append(self.parse_filter(entity_key, query.filter))
+        scoped = self.scope_where(entity_key, action, table)
+        if scoped is not None:
+            conditions.append(scoped)
         base_conditions = list(conditions)
         if query.cursor:
             conditions.append(_after(keys, decode_cursor(query.cursor)))
@@ -308,13 +434,23 @@ class RecordService:
             if ref is None:
                 raise ValidationFailed(f"cannot expand `{name}`: it is not a reference field",
                                        {"expand": [f"unknown reference `{name}`"]})
-            target = self.access(ref.target)  # type: ignore[arg-type]
+            try:
+                target = self.access(ref.target)  # type: ignore[arg-type]
+            except NotFound:  # the actor's roles hide the whole target entity
+                for item in items:
+                    if item.get(name) is not None:
+                        item[name] = {"id": item[name]}
+                continue
             ids = {item[name] for item in items if item.get(name) is not None}
             found: dict[int, dict[str, Any]] = {}
             if ids:
+                conditions = [target.table.c.id.in_(sorted(ids)),
+                              target.table.c.deleted_at.is_(None)]
+                scoped = self.scope_where(target.full.key, "read", target.table)
+                if scoped is not None:
+                    conditions.append(scoped)
                 rows = connection.execute(sa.select(*target.columns).where(
-                    target.table.c.id.in_(sorted(ids)),
-                    target.table.c.deleted_at.is_(None))).mappings()
+                    *conditions)).mappings()
                 found = {r["id"]: target.to_json(r) for r in rows}
             for item in items:
                 if item.get(name) is not None:
@@ -336,7 +472,7 @@ class RecordService:
 
     def _defaults(self, access: EntityAccess, values: dict[str, Any]) -> None:
         now = dt.datetime.now(dt.UTC)
-        for f in access.entity.fields:
+        for f in access.full.fields:  # hidden fields get their defaults too
             if f.name in values or f.default is None or not f.stored:
                 continue
             if f.default == "today":
@@ -353,7 +489,7 @@ class RecordService:
     def _autonumbers(self, connection: sa.Connection, access: EntityAccess,
                      values: dict[str, Any]) -> None:
         now = dt.datetime.now(dt.UTC)
-        for f in access.entity.fields:
+        for f in access.full.fields:
             if f.type != "autonumber" or not f.autonumber or values.get(f.name):
                 continue
             tokens = AUTONUMBER_TOKEN.findall(f.autonumber)
@@ -373,7 +509,9 @@ class RecordService:
         return int(connection.execute(statement).scalar_one())
 
     def create(self, entity_key: str, data: Any) -> dict[str, Any]:
+        self.require(entity_key, "create")
         access = self.access(entity_key)
+        self._check_writable(access, data)
         values = self._validate(access.schemas.create, data)
         links = {k: values.pop(k) for k in list(values) if k in access.many}
         self._defaults(access, values)
@@ -389,6 +527,7 @@ class RecordService:
             except sa.exc.IntegrityError as exc:
                 raise _integrity(exc, access) from exc
             record_id = row["id"]
+            self._check_record(connection, entity_key, "create", row)
             self._write_links(connection, access, record_id, links, replace=False)
             record = access.to_json(row)
             changes = {k: (None, record.get(k)) for k in values}
@@ -399,6 +538,7 @@ class RecordService:
 
     def update(self, entity_key: str, record_id: int, data: Any, *,
                expected_version: int | None = None) -> dict[str, Any]:
+        self.require(entity_key, "update")
         access = self.access(entity_key)
         _existing_id(entity_key, record_id)
         values = self._validate(access.schemas.update, data)
@@ -408,10 +548,11 @@ class RecordService:
         table = access.table
         now = dt.datetime.now(dt.UTC)
         with self.runtime.begin() as connection:
-            current = connection.execute(sa.select(*access.columns).where(
-                table.c.id == record_id, table.c.deleted_at.is_(None))).mappings().first()
+            current = connection.execute(access.get_live,
+                                         {"record_id": record_id}).mappings().first()
             if current is None:
                 raise NotFound(f"{entity_key} {record_id} does not exist")
+            self._check_record(connection, entity_key, "update", current)
             version = current["row_version"]
             if expected is not None and expected != version:
                 raise PreconditionFailed(
@@ -419,6 +560,7 @@ class RecordService:
                     f"you sent {expected}); reload it and apply your change again",
                     current_version=version)
             before = access.to_json(current)
+            self._check_writable(access, data, before)
             self._check_references(connection, access, {**values, **links})
             changed = {k: v for k, v in values.items() if not _same(v, before.get(k))}
             old_links = self._read_links(connection, access, record_id, links)
@@ -436,8 +578,7 @@ class RecordService:
                     raise PreconditionFailed(f"{entity_key} {record_id} was changed by someone "
                                              "else; reload it and apply your change again")
                 self._write_links(connection, access, record_id, links, replace=True)
-            row = connection.execute(sa.select(*access.columns).where(
-                table.c.id == record_id)).mappings().one()
+            row = connection.execute(access.get_any, {"record_id": record_id}).mappings().one()
             record = access.to_json(row)
             changes = {k: (before.get(k), record.get(k)) for k in changed}
             changes.update({k: (old_links[k], v) for k, v in links.items()})
@@ -456,18 +597,23 @@ class RecordService:
 
     def _soft(self, entity_key: str, record_id: int, expected: int | None,
               deleting: bool) -> dict[str, Any]:
+        action = "delete" if deleting else "restore"
+        self.require(entity_key, action)
         access = self.access(entity_key)
         _existing_id(entity_key, record_id)
         table = access.table
         now = dt.datetime.now(dt.UTC)
         state = table.c.deleted_at.is_(None) if deleting else table.c.deleted_at.is_not(None)
         with self.runtime.begin() as connection:
-            current = connection.execute(sa.select(table.c.row_version, table.c.deleted_at)
-                                         .where(table.c.id == record_id)).first()
-            if current is None or (current.deleted_at is None) != deleting:
+            current = connection.execute(access.get_any,
+                                         {"record_id": record_id}).mappings().first()
+            if current is not None:
+                self._check_record(connection, entity_key, action, current)
+            if current is None or (current["deleted_at"] is None) != deleting:
                 what = "does not exist" if current is None else (
                     "is already deleted" if deleting else "is not deleted")
                 raise NotFound(f"{entity_key} {record_id} {what}")
+            current = _Versioned(current["row_version"], current["deleted_at"])
             if expected is not None and expected != current.row_version:
                 raise PreconditionFailed(f"{entity_key} {record_id} was changed by someone else",
                                          current_version=current.row_version)
@@ -477,8 +623,7 @@ class RecordService:
                     updated_by=self.actor.user_id, row_version=current.row_version + 1))
             except sa.exc.IntegrityError as exc:
                 raise _integrity(exc, access) from exc
-            row = connection.execute(sa.select(*access.columns).where(
-                table.c.id == record_id)).mappings().one()
+            row = connection.execute(access.get_any, {"record_id": record_id}).mappings().one()
             record = access.to_json(row)
             kind = "deleted" if deleting else "restored"
             changes = {"deleted_at": (None if deleting else _jsonable(current.deleted_at),
@@ -489,7 +634,11 @@ class RecordService:
 
     def bulk_upsert(self, entity_key: str, rows: Sequence[Any], *,
                     key: str | None = None) -> BulkResult:
-        """Create rows, or update those whose `key` field matches an existing record."""
+        """Create rows, or update those whose `key` field matches an existing record.
+
+        An import: the actor needs the `import` action, and `create` or `update` (with
+        its scope) for each row."""
+        self.require(entity_key, "import")
         access = self.access(entity_key)
         result = BulkResult()
         if key is not None:
@@ -507,10 +656,13 @@ class RecordService:
                     except ma.ValidationError as exc:
                         raise ValidationFailed("some fields are not valid",
                                                {key: exc.messages}) from exc
+                    match = [access.table.c[key] == value, access.table.c.deleted_at.is_(None)]
+                    scoped = self.scope_where(entity_key, "read")
+                    if scoped is not None:  # a record the actor cannot see is not matched
+                        match.append(scoped)
                     with self.runtime.connect() as connection:
                         existing = connection.execute(sa.select(access.table.c.id).where(
-                            access.table.c[key] == value,
-                            access.table.c.deleted_at.is_(None))).scalar()
+                            *match)).scalar()
                 if existing is None:
                     result.created.append(self.create(entity_key, data)["id"])
                 else:
@@ -521,6 +673,134 @@ class RecordService:
                                         "errors": exc.errors}
         return result
 
+    # -- export, assignment and sharing ------------------------------------------------------
+
+    def export_columns(self, entity_key: str) -> list[str]:
+        """The columns of an export: id, the fields the actor may read, then system ones."""
+        access = self.access(entity_key)
+        names = ["id", *(f.name for f in access.entity.fields
+                         if f.stored or f.formula is not None)]
+        return names + [n for n in SYSTEM_OUTPUT if n not in names]
+
+    def export(self, entity_key: str, query: ListQuery) -> Iterable[dict[str, Any]]:
+        """Every record the actor may export (page by page, never all in memory)."""
+        page_query = dataclasses.replace(query, limit=MAX_PAGE, count=False, cursor=None)
+        while True:
+            page = self.list(entity_key, page_query, action="export")
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            page_query = dataclasses.replace(page_query, cursor=page.next_cursor)
+
+    def assign(self, entity_key: str, record_id: int, owner: int, *,
+               expected_version: int | None = None) -> dict[str, Any]:
+        """Give a record to another owner (the `assign` action, within its scope)."""
+        self.require(entity_key, "assign")
+        access = self.access(entity_key)
+        _existing_id(entity_key, record_id)
+        table, users = access.table, self.system.users
+        now = dt.datetime.now(dt.UTC)
+        with self.runtime.begin() as connection:
+            current = connection.execute(access.get_live,
+                                         {"record_id": record_id}).mappings().first()
+            if current is None:
+                raise NotFound(f"{entity_key} {record_id} does not exist")
+            self._check_record(connection, entity_key, "assign", current)
+            if expected_version is not None and expected_version != current["row_version"]:
+                raise PreconditionFailed(f"{entity_key} {record_id} was changed by someone else",
+                                         current_version=current["row_version"])
+            if connection.execute(sa.select(users.c.id).where(
+                    users.c.id == owner, users.c.active.is_(True))).first() is None:
+                raise ValidationFailed(f"there is no active user with id {owner}",
+                                       {"owner": ["not an active user"]})
+            connection.execute(table.update().where(table.c.id == record_id).values(
+                owner=owner, updated_at=now, updated_by=self.actor.user_id,
+                row_version=current["row_version"] + 1))
+            row = connection.execute(access.get_any, {"record_id": record_id}).mappings().one()
+            record = access.to_json(row)
+            changes = {"owner": (current["owner"], owner)}
+            self._audit(connection, entity_key, record_id, "assigned", changes, now)
+        self._emit(entity_key, record_id, "assigned", record, changes, now)
+        return record
+
+    def share(self, entity_key: str, record_id: int, *, user_id: Any = None, unit: Any = None,
+              access: Any = "read") -> dict[str, Any]:
+        """Share one record with a user or an org unit (and its subtree): `read` or `edit`.
+
+        Sharing is part of the `assign` action: whoever may reassign a record may share it.
+        """
+        self.require(entity_key, "assign")
+        _existing_id(entity_key, record_id)
+        if (user_id is None) == (unit is None):
+            raise ValidationFailed("share with exactly one of `user` (an id) or `unit` (an org "
+                                   "unit's name)", {"user": ["give `user` or `unit`"]})
+        if access not in ("read", "edit"):
+            raise ValidationFailed("`access` is `read` or `edit`", {"access": ["read or edit"]})
+        if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, int)):
+            raise ValidationFailed("`user` is a user id", {"user": ["a user id"]})
+        if unit is not None and not isinstance(unit, str):
+            raise ValidationFailed("`unit` is an org unit's name", {"unit": ["a unit name"]})
+        entity_access = self.access(entity_key)
+        shares, users, units = self.system.shares, self.system.users, self.system.org_units
+        now = dt.datetime.now(dt.UTC)
+        with self.runtime.begin() as connection:
+            row = connection.execute(entity_access.get_live,
+                                     {"record_id": record_id}).mappings().first()
+            if row is None:
+                raise NotFound(f"{entity_key} {record_id} does not exist")
+            self._check_record(connection, entity_key, "assign", row)
+            unit_id = None
+            if user_id is not None and connection.execute(sa.select(users.c.id).where(
+                    users.c.id == user_id, users.c.active.is_(True))).first() is None:
+                raise ValidationFailed(f"there is no active user with id {user_id}",
+                                       {"user": ["not an active user"]})
+            if unit is not None:
+                unit_id = connection.execute(sa.select(units.c.id).where(
+                    units.c.name == unit)).scalar()
+                if unit_id is None:
+                    raise ValidationFailed(f"there is no org unit {unit!r}",
+                                           {"unit": ["not an org unit"]})
+            share_id = connection.execute(shares.insert().values(
+                entity=entity_key, record_id=record_id, user_id=user_id, unit_id=unit_id,
+                access=access, created_by=self.actor.user_id, created_at=now)
+                .returning(shares.c.id)).scalar_one()
+            self._audit(connection, entity_key, record_id, "shared",
+                        {"share": (None, {"user": user_id, "unit": unit, "access": access})},
+                        now)
+        return {"id": share_id, "user": user_id, "unit": unit, "access": access,
+                "created_at": _jsonable(now)}
+
+    def shares(self, entity_key: str, record_id: int) -> list[dict[str, Any]]:
+        self.get(entity_key, record_id)  # only someone who may read the record sees them
+        shares, units = self.system.shares, self.system.org_units
+        with self.runtime.connect() as connection:
+            rows = connection.execute(sa.select(
+                shares.c.id, shares.c.user_id, units.c.name, shares.c.access,
+                shares.c.created_at).select_from(shares.outerjoin(
+                    units, units.c.id == shares.c.unit_id)).where(
+                shares.c.entity == entity_key, shares.c.record_id == record_id)
+                .order_by(shares.c.id)).all()
+        return [{"id": r.id, "user": r.user_id, "unit": r.name, "access": r.access,
+                 "created_at": _jsonable(r.created_at)} for r in rows]
+
+    def unshare(self, entity_key: str, record_id: int, share_id: int) -> None:
+        self.require(entity_key, "assign")
+        access = self.access(entity_key)
+        shares = self.system.shares
+        now = dt.datetime.now(dt.UTC)
+        with self.runtime.begin() as connection:
+            row = connection.execute(access.get_live, {"record_id": record_id}).mappings().first()
+            if row is None:
+                raise NotFound(f"{entity_key} {record_id} does not exist")
+            self._check_record(connection, entity_key, "assign", row)
+            deleted = connection.execute(shares.delete().where(
+                shares.c.id == share_id, shares.c.entity == entity_key,
+                shares.c.record_id == record_id))
+            if deleted.rowcount != 1:
+                raise NotFound(f"{entity_key} {record_id} has no share {share_id}")
+            self._audit(connection, entity_key, record_id, "unshared",
+                        {"share": (share_id, None)}, now)
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _check_references(self, connection: sa.Connection, access: EntityAccess,
@@ -530,23 +810,42 @@ class RecordService:
             value = values.get(name)
             if value is None:
                 continue
-            target = self.access(ref.target)  # type: ignore[arg-type]
-            exists = connection.execute(target.exists, {"record_id": value}).first()
-            if exists is None:
+            if not self._readable(connection, ref.target, [value]):  # type: ignore[arg-type]
                 errors[name] = [f"there is no {ref.target} with id {value}"]
         for name, field_def in access.many.items():
             ids = values.get(name) or []
             if not ids:
                 continue
-            target = self.access(field_def.target)  # type: ignore[arg-type]
-            found = {r for (r,) in connection.execute(sa.select(target.table.c.id).where(
-                target.table.c.id.in_(ids), target.table.c.deleted_at.is_(None)))}
+            found = self._readable(connection, field_def.target, ids)  # type: ignore[arg-type]
             missing = sorted(set(ids) - found)
             if missing:
                 listed = ", ".join(map(str, missing))
                 errors[name] = [f"there is no {field_def.target} with id {listed}"]
+        for name in access.users:
+            value = values.get(name)
+            if value is None:
+                continue
+            users = self.system.users
+            if connection.execute(sa.select(users.c.id).where(
+                    users.c.id == value, users.c.active.is_(True))).first() is None:
+                errors[name] = [f"there is no active user with id {value}"]
         if errors:
             raise ValidationFailed("some references point to records that do not exist", errors)
+
+    def _readable(self, connection: sa.Connection, entity_key: str,
+                  ids: Sequence[int]) -> set[int]:
+        """Which of `ids` are live records of `entity_key` the actor may read (a record
+        outside their scope is, to them, a record that does not exist)."""
+        try:
+            target = self.access(entity_key)
+        except NotFound:
+            return set()
+        conditions = [target.table.c.id.in_(list(ids)), target.table.c.deleted_at.is_(None)]
+        scoped = self.scope_where(entity_key, "read", target.table)
+        if scoped is not None:
+            conditions.append(scoped)
+        return {r for (r,) in connection.execute(sa.select(target.table.c.id).where(
+            *conditions))}
 
     def _read_links(self, connection: sa.Connection, access: EntityAccess, record_id: int,
                     names: Iterable[str]) -> dict[str, list[int]]:
@@ -589,7 +888,13 @@ class RecordService:
             rows = connection.execute(sa.select(audit).where(
                 audit.c.entity == entity_key, audit.c.record_id == record_id)
                 .order_by(audit.c.id)).mappings()
-            return [{**dict(r), "at": _jsonable(r["at"])} for r in rows]
+            entries = [{**dict(r), "at": _jsonable(r["at"])} for r in rows]
+        if self.guard is not None:
+            hidden = self.guard.hidden(entity_key)
+            for entry in entries:
+                entry["changes"] = {k: v for k, v in entry["changes"].items()
+                                    if k not in hidden}
+        return entries
 
     def _emit(self, entity_key: str, record_id: int, kind: str, record: dict[str, Any],
               changes: dict[str, tuple[Any, Any]], at: dt.datetime) -> None:
@@ -694,17 +999,40 @@ def _format_autonumber(pattern: str, now: dt.datetime, number: int) -> str:
     return AUTONUMBER_TOKEN.sub(replace, pattern)
 
 
-def _access_for(runtime: Any, entity_key: str, unit: str | None) -> EntityAccess:
+def _access_for(runtime: Any, entity_key: str, unit: str | None,
+                guard: Guard | None = None) -> EntityAccess:
+    """Built once per version, unit and set of hidden and read-only fields."""
     cache = runtime.extras.setdefault("access", {})
-    key = (entity_key, unit)
+    hidden = guard.hidden(entity_key) if guard is not None else frozenset()
+    read_only = guard.read_only(entity_key) if guard is not None else frozenset()
+    key = (entity_key, unit, hidden, read_only)
     found = cache.get(key)
     if found is None:
         registry = runtime.registry
         scope = registry.scope(unit)
         if entity_key not in scope.entities:
             raise NotFound(f"there is no entity {entity_key}")
-        entity = scope.entities[entity_key]
+        full = scope.entities[entity_key]
+        entity = guard.policy(entity_key).entity if hidden else full
         schemas = build_entity_schemas(entity, runtime.types, registry.version, unit)
-        found = EntityAccess(entity, runtime.tables.by_entity[entity_key], schemas)
+        found = EntityAccess(entity, runtime.tables.by_entity[entity_key], schemas, full,
+                             read_only)
         cache[key] = found
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Versioned:
+    row_version: int
+    deleted_at: Any
+
+
+def _input_value(access: EntityAccess, name: str, value: Any) -> Any:
+    """A request value as the field's Python value (for comparing with the current one)."""
+    field_schema = access.schemas.update.fields.get(name)
+    if field_schema is None:
+        return value
+    try:
+        return field_schema.deserialize(value)
+    except ma.ValidationError:
+        return value

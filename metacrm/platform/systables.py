@@ -17,6 +17,10 @@ class SystemTables:
     counters: sa.Table
     users: sa.Table
     tokens: sa.Table
+    org_units: sa.Table
+    org_members: sa.Table
+    user_roles: sa.Table
+    shares: sa.Table
     statements: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -59,7 +63,53 @@ def system_tables() -> SystemTables:
         sa.Column("last_used_at", sa.DateTime(timezone=True)),
         sa.Column("expires_at", sa.DateTime(timezone=True)),
         sa.Column("revoked_at", sa.DateTime(timezone=True)))
-    return SystemTables(metadata, audit, counters, users, tokens)
+    org_units = sa.Table(
+        "_metacrm_org_units", metadata,
+        sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(100), nullable=False, unique=True),
+        sa.Column("label", sa.String(200), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("parent_id", ID_TYPE, sa.ForeignKey("_metacrm_org_units.id",
+                                                      ondelete="RESTRICT")),
+        sa.Column("path", sa.String(1000), nullable=False),
+        sa.Column("depth", sa.Integer, nullable=False),
+        sa.Column("business_unit", sa.String(64)),
+        sa.Column("manager_id", ID_TYPE, sa.ForeignKey("_metacrm_users.id",
+                                                       ondelete="SET NULL")),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Index("ix__metacrm_org_units_path", "path"))
+    org_members = sa.Table(
+        "_metacrm_org_members", metadata,
+        sa.Column("user_id", ID_TYPE, sa.ForeignKey("_metacrm_users.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("unit_id", ID_TYPE, sa.ForeignKey("_metacrm_org_units.id",
+                                                    ondelete="CASCADE"), primary_key=True),
+        sa.Column("is_primary", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Index("ix__metacrm_org_members_unit", "unit_id", "user_id"))
+    user_roles = sa.Table(
+        "_metacrm_user_roles", metadata,
+        sa.Column("user_id", ID_TYPE, sa.ForeignKey("_metacrm_users.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("role", sa.String(64), primary_key=True))
+    shares = sa.Table(
+        "_metacrm_shares", metadata,
+        sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+        sa.Column("entity", sa.String(100), nullable=False),
+        sa.Column("record_id", ID_TYPE, nullable=False),
+        sa.Column("user_id", ID_TYPE, sa.ForeignKey("_metacrm_users.id", ondelete="CASCADE")),
+        sa.Column("unit_id", ID_TYPE, sa.ForeignKey("_metacrm_org_units.id",
+                                                    ondelete="CASCADE")),
+        sa.Column("access", sa.String(8), nullable=False),
+        sa.Column("created_by", ID_TYPE),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("(user_id IS NULL) <> (unit_id IS NULL)",
+                           name="ck__metacrm_shares_one_target"),
+        sa.CheckConstraint("access IN ('read', 'edit')", name="ck__metacrm_shares_access"),
+        sa.Index("ix__metacrm_shares_record", "entity", "record_id"),
+        sa.Index("ix__metacrm_shares_user", "user_id", "entity"),
+        sa.Index("ix__metacrm_shares_unit", "unit_id", "entity"))
+    return SystemTables(metadata, audit, counters, users, tokens, org_units, org_members,
+                        user_roles, shares)
 
 
 def ensure_system_tables(connection: sa.Connection) -> SystemTables:

@@ -179,8 +179,9 @@ def json_array_is_empty(column: ColumnElement[Any]) -> ColumnElement[bool]:
 
 # -- built-in operators ---------------------------------------------------------------------
 
-EQUATABLE = TEXT_TYPES | NUMBER_TYPES | DATE_TYPES | {"enum", "boolean", "reference", "uuid"}
-LISTABLE = TEXT_TYPES | NUMBER_TYPES | DATE_TYPES | {"enum", "reference", "uuid"}
+EQUATABLE = TEXT_TYPES | NUMBER_TYPES | DATE_TYPES | {"enum", "boolean", "reference", "user",
+                                                        "uuid"}
+LISTABLE = TEXT_TYPES | NUMBER_TYPES | DATE_TYPES | {"enum", "reference", "user", "uuid"}
 ORDERED = NUMBER_TYPES | DATE_TYPES
 EMPTIABLE = EQUATABLE | {"multi_enum"}
 

@@ -8,7 +8,7 @@ The first problem raises :class:`ConditionError` with its location in the docume
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...metadata.diagnostics import did_you_mean
@@ -27,11 +27,14 @@ LEAF_KEYS = ("field", "op", "value")
 
 
 def parse_condition(data: Any, entity: Entity | str, registry: Registry,
-                    operators: OperatorRegistry, *, unit: str | None = None) -> Node:
+                    operators: OperatorRegistry, *, unit: str | None = None,
+                    visible: Callable[[str], Entity | None] | None = None) -> Node:
     """Check condition `data` against `entity` and return its AST.
 
     `entity` is an Entity or its key (`module.entity`); with `unit`, fields and the
-    targets of references are those the business unit sees.
+    targets of references are those the business unit sees. `visible`, when given,
+    returns an entity as the caller may see it (None: not at all), so that a path
+    through a reference cannot test a field the caller's roles hide.
     """
     if isinstance(entity, str):
         known = registry.entities if unit is None else registry.scope(unit).entities
@@ -40,15 +43,17 @@ def parse_condition(data: Any, entity: Entity | str, registry: Registry,
                                  + (f" of business unit `{unit}`" if unit else "")
                                  + _hint(entity, known), ())
         entity = known[entity]
-    return _Parser(registry, operators, unit).node(data, entity, (), 1)
+    return _Parser(registry, operators, unit, visible).node(data, entity, (), 1)
 
 
 class _Parser:
     def __init__(self, registry: Registry, operators: OperatorRegistry,
-                 unit: str | None) -> None:
+                 unit: str | None, visible: Callable[[str], Entity | None] | None = None
+                 ) -> None:
         self.registry = registry
         self.operators = operators
         self.unit = unit
+        self.visible = visible
         self.count = 0
 
     def node(self, data: Any, entity: Entity, path: ConditionPath, depth: int) -> Node:
@@ -138,6 +143,12 @@ class _Parser:
         if found.target not in known:
             raise ConditionError(f"`{found.name}` of {entity.key} refers to {found.target}, "
                                  f"which business unit `{self.unit}` does not have", path)
+        if self.visible is not None:
+            seen = self.visible(found.target)
+            if seen is None:
+                raise ConditionError(f"`{found.name}` of {entity.key} refers to "
+                                     f"{found.target}, whose fields you cannot test", path)
+            return seen
         return known[found.target]
 
     def operator(self, name: Any, field_path: str, field_type: str,

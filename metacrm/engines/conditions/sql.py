@@ -8,7 +8,7 @@ live (not soft-deleted) targets: no joins, so no row is repeated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,27 +19,34 @@ from .context import EvalContext, OperandContext
 from .nodes import AllOf, AnyOf, Node, Not, Predicate
 from .values import resolve_literal
 
-WHOLE_NUMBERS = frozenset({"integer", "reference"})
+WHOLE_NUMBERS = frozenset({"integer", "reference", "user"})
+
+
+Restrict = Callable[[str, Any], "ColumnElement[bool] | None"]
 
 
 def to_sql(node: Node, entity_key: str, tables: Mapping[str, sa.Table] | Any,
-           registry: Registry, ctx: EvalContext) -> ColumnElement[bool]:
+           registry: Registry, ctx: EvalContext, *,
+           restrict: Restrict | None = None) -> ColumnElement[bool]:
     """The condition as a WHERE clause over the table of `entity_key`.
 
     `tables` maps entity keys to tables (``TenantTables.by_entity``; a TenantTables is
     accepted too). Relative dates are bound from `ctx`, never from the database clock.
+    `restrict(entity_key, table)`, when given, limits the targets a path through a
+    reference may reach (a permission scope): a target outside it counts as missing.
     """
     by_entity = getattr(tables, "by_entity", tables)
-    return _Compiler(by_entity, registry, ctx).node(node, registry.entities[entity_key],
-                                                    by_entity[entity_key])
+    return _Compiler(by_entity, registry, ctx, restrict).node(
+        node, registry.entities[entity_key], by_entity[entity_key])
 
 
 class _Compiler:
     def __init__(self, tables: Mapping[str, sa.Table], registry: Registry,
-                 ctx: EvalContext) -> None:
+                 ctx: EvalContext, restrict: Restrict | None = None) -> None:
         self.tables = tables
         self.registry = registry
         self.ctx = ctx
+        self.restrict = restrict
 
     def node(self, node: Node, entity: Entity, table: Any) -> ColumnElement[bool]:
         if isinstance(node, AllOf):
@@ -76,6 +83,10 @@ class _Compiler:
         alias = self.tables[target.key].alias()
         inner = self.path(parts[1:], target, alias, test, on_null)
         live = alias.c.deleted_at.is_(None)
+        if self.restrict is not None:
+            scoped = self.restrict(target.key, alias)
+            if scoped is not None:
+                live = sa.and_(live, scoped)
         if on_null:  # holds unless a live target exists on which the test fails
             failing = sa.select(alias.c.id).where(live, sa.not_(inner))
             return sa.or_(column.is_(None), column.not_in(failing))

@@ -18,7 +18,7 @@ from .context import UTC, EvalContext
 TEXT_TYPES = frozenset({"string", "text", "email", "phone", "url", "autonumber"})
 NUMBER_TYPES = frozenset({"integer", "decimal", "money"})
 DATE_TYPES = frozenset({"date", "datetime"})
-ID_TYPES = frozenset({"reference"})
+ID_TYPES = frozenset({"reference", "user"})
 
 SYSTEM_FIELD_TYPES: Mapping[str, str] = {
     "id": "integer", "created_at": "datetime", "created_by": "integer",
@@ -126,6 +126,7 @@ def _reference(value: Any) -> int:
 LITERALS = {
     "integer": _integer, "decimal": _decimal, "money": _decimal, "boolean": _boolean,
     "date": _date, "datetime": _datetime, "uuid": _uuid, "reference": _reference,
+    "user": _reference,
     **{name: _text for name in TEXT_TYPES},
 }
 
