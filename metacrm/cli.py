@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,19 +349,28 @@ def run(ctx: click.Context, slugs: tuple[str, ...], host: str, port: int, watch:
         click.echo(report.format())
         if not report.ok:
             raise click.ClickException(f"tenant {slug!r} could not be provisioned")
-    from .platform.auth import create_user, issue_token
+    from .platform.auth import create_user, issue_token, roles_of, set_roles
+    from .platform.passwords import hash_password
 
     app = create_app(settings, platform)
     if watch:
         start_watcher(platform, lambda r: click.echo(r.format()))
     for slug in slugs:
-        with platform.runtime(slug).begin() as connection:
-            user_id = create_user(connection, "admin", "Administrator")
+        runtime = platform.runtime(slug)
+        seeded = _seed(runtime)
+        if seeded:
+            click.echo(f"{slug}: seeded {seeded['units']} org units and {seeded['users']} "
+                       "users from org.yaml")
+        password = os.environ.get("METACRM_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
+        with runtime.begin() as connection:
+            user_id = create_user(connection, "admin", "Administrator",
+                                  password_hash=hash_password(password))
+            set_roles(connection, user_id, ["administrator", *roles_of(connection, user_id)])
             secret = issue_token(connection, user_id, "make run")
         base = f"http://{host}:{port}/t/{slug}"
         click.echo(f"\nserving {slug} at {base}/")
         click.echo(f"  API docs:  {base}/api/docs")
-        click.echo(f"  login:     user `admin`, API token {secret}")
+        click.echo(f"  login:     user `admin`, password {password}, API token {secret}")
         click.echo(f"  try:       curl -H 'Authorization: Bearer {secret}' "
                    f"{base}/api/v1/customer/customer")
     run_simple(host, port, app, threaded=True, use_reloader=False)
@@ -379,23 +389,250 @@ def user() -> None:
 @click.option("--name", "display_name", help="Display name (default: the username).")
 @click.option("--unit", help="The user's business unit.")
 @click.option("--email")
+@click.option("--role", "roles", multiple=True, help="A role (repeat for several).")
+@click.option("--org-unit", "org_units", multiple=True,
+              help="An org unit to place the user in (the first is primary).")
+@click.option("--password", is_flag=True, help="Ask for a password (typed twice).")
 @click.pass_context
 def user_create(ctx: click.Context, tenant_slug: str, username: str, display_name: str | None,
-                unit: str | None, email: str | None) -> None:
-    """Create or update USERNAME in TENANT."""
-    from .platform.auth import create_user
+                unit: str | None, email: str | None, roles: tuple[str, ...],
+                org_units: tuple[str, ...], password: bool) -> None:
+    """Create or update USERNAME in TENANT (roles and org units replace the old ones)."""
+    from .platform.auth import user_by_name
+    from .platform.identity import IdentityService
+    from .platform.records import RecordError
 
+    secret = click.prompt("password", hide_input=True, confirmation_prompt=True) \
+        if password else None
     platform = _platform(ctx)
     try:
         runtime = _runtime(platform, tenant_slug)
         if unit and unit not in runtime.registry.units:
             raise click.ClickException(f"tenant {tenant_slug!r} has no business unit {unit!r}")
-        with runtime.begin() as connection:
-            user_id = create_user(connection, username, display_name, business_unit=unit,
-                                  email=email)
+        body: dict[str, object] = {"display_name": display_name or username, "email": email,
+                                   "business_unit": unit}
+        if roles:
+            body["roles"] = list(roles)
+        if org_units:
+            body["units"] = list(org_units)
+        if secret is not None:
+            body["password"] = secret
+        with runtime.connect() as connection:
+            existing = user_by_name(connection, username)
+        try:
+            saved = IdentityService(runtime).save_user(
+                body if existing else {**body, "username": username},
+                existing.id if existing else None)
+        except RecordError as exc:
+            raise click.ClickException(_record_error(exc)) from exc
     finally:
         platform.close()
-    click.echo(f"user {username} (id {user_id}) in {tenant_slug}")
+    roles_text = ", ".join(saved["roles"]) or "no roles"
+    click.echo(f"user {username} (id {saved['id']}) in {tenant_slug}: {roles_text}")
+
+
+@user.command("list")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.pass_context
+def user_list(ctx: click.Context, tenant_slug: str) -> None:
+    """List TENANT's users with their roles and org units."""
+    from .platform.identity import IdentityService
+
+    platform = _platform(ctx)
+    try:
+        users = IdentityService(_runtime(platform, tenant_slug)).users()
+    finally:
+        platform.close()
+    for item in users:
+        state = "" if item["active"] else " (inactive)"
+        click.echo(f"{item['id']:>5}  {item['username']}{state}  roles: "
+                   f"{', '.join(item['roles']) or '-'}  units: {', '.join(item['units']) or '-'}")
+
+
+def _record_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", {})
+    details = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in errors.items())
+    return f"{getattr(exc, 'detail', exc)}" + (f" ({details})" if details else "")
+
+
+# -- roles and the org tree -------------------------------------------------------------------
+
+@main.group()
+def role() -> None:
+    """Show the roles a tenant's definitions declare."""
+
+
+@role.command("list")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def role_list(ctx: click.Context, tenant_slug: str, fmt: str) -> None:
+    """List TENANT's roles and what each grants per entity."""
+    from .platform.identity import IdentityService
+
+    platform = _platform(ctx)
+    try:
+        roles = IdentityService(_runtime(platform, tenant_slug)).roles()
+    finally:
+        platform.close()
+    if fmt == "json":
+        click.echo(json.dumps(roles, ensure_ascii=False, indent=2))
+        return
+    for item in roles:
+        click.echo(f"{item['name']}: {item['label']}")
+        for entity, grant in item["grants"].items():
+            actions = ", ".join(f"{a}={r if isinstance(r, str) else r['scope'] + '+when'}"
+                                for a, r in grant["actions"].items())
+            fields = ", ".join(f"{f}={a}" for f, a in grant["fields"].items())
+            click.echo(f"  {entity}: {actions}" + (f"; fields: {fields}" if fields else ""))
+
+
+@main.group()
+def org() -> None:
+    """Manage a tenant's org tree (group → business unit → region → branch → team)."""
+
+
+@org.command("list")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.pass_context
+def org_list(ctx: click.Context, tenant_slug: str) -> None:
+    """Print TENANT's org tree, indented."""
+    from .platform.identity import IdentityService
+
+    platform = _platform(ctx)
+    try:
+        units = IdentityService(_runtime(platform, tenant_slug)).units()
+    finally:
+        platform.close()
+    for unit in units:
+        bu = f" [{unit['business_unit']}]" if unit["business_unit"] else ""
+        click.echo(f"{'  ' * unit['depth']}{unit['name']} ({unit['kind']}): {unit['label']}{bu}")
+
+
+@org.command("add")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("name")
+@click.option("--label", help="Shown name (default: NAME).")
+@click.option("--kind", default="team", show_default=True)
+@click.option("--parent", help="The parent unit (none: a root).")
+@click.option("--business-unit", help="The business unit whose definitions its users see.")
+@click.pass_context
+def org_add(ctx: click.Context, tenant_slug: str, name: str, label: str | None, kind: str,
+            parent: str | None, business_unit: str | None) -> None:
+    """Add org unit NAME to TENANT."""
+    _org_change(ctx, tenant_slug, {"name": name, "label": label or name, "kind": kind,
+                                   "parent": parent, "business_unit": business_unit}, None)
+
+
+@org.command("move")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("name")
+@click.argument("parent")
+@click.pass_context
+def org_move(ctx: click.Context, tenant_slug: str, name: str, parent: str) -> None:
+    """Move unit NAME (and its subtree) under PARENT; no record changes."""
+    _org_change(ctx, tenant_slug, {"parent": parent}, name)
+
+
+def _org_change(ctx: click.Context, tenant_slug: str, body: dict[str, object],
+                name: str | None) -> None:
+    from .platform.identity import IdentityService
+    from .platform.records import RecordError
+
+    platform = _platform(ctx)
+    try:
+        try:
+            unit = IdentityService(_runtime(platform, tenant_slug)).save_unit(body, name)
+        except RecordError as exc:
+            raise click.ClickException(_record_error(exc)) from exc
+    finally:
+        platform.close()
+    click.echo(f"{unit['name']} at {unit['path']} ({unit['kind']})")
+
+
+@org.command("seed")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def org_seed(ctx: click.Context, tenant_slug: str, file: Path | None) -> None:
+    """Apply FILE (default tenants/TENANT/org.yaml): units, users, roles. Idempotent."""
+    platform = _platform(ctx)
+    try:
+        counts = _seed(_runtime(platform, tenant_slug), file, required=True)
+    finally:
+        platform.close()
+    click.echo(f"{tenant_slug}: {counts['units']} org units and {counts['users']} users "
+               "match the seed file")
+
+
+def _seed(runtime: object, file: Path | None = None, *,
+          required: bool = False) -> dict[str, int] | None:
+    from .platform.records import RecordError
+    from .platform.seed import SeedError, apply_seed, load_seed, seed_file
+
+    path = file or seed_file(runtime.config.directory)  # type: ignore[attr-defined]
+    if not path.exists():
+        if required:
+            raise click.ClickException(f"there is no seed file at {path}")
+        return None
+    try:
+        return apply_seed(runtime, load_seed(path))
+    except SeedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except RecordError as exc:
+        raise click.ClickException(f"{path}: {_record_error(exc)}") from exc
+
+
+# -- export ---------------------------------------------------------------------------------
+
+@main.command("export")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("entity_key", metavar="MODULE.ENTITY")
+@click.option("--as", "username", required=True,
+              help="Export as this user: their roles decide which rows and columns.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here (default: standard output).")
+@click.pass_context
+def export(ctx: click.Context, tenant_slug: str, entity_key: str, username: str,
+           out: Path | None) -> None:
+    """Export MODULE.ENTITY as CSV, as USER would see it (the `export` action)."""
+    import csv
+
+    from .platform.auth import user_by_name
+    from .platform.permissions import load_principal
+    from .platform.records import Actor, ListQuery, RecordError, RecordService
+    from .platform.systables import runtime_system_tables
+
+    platform = _platform(ctx)
+    try:
+        runtime = _runtime(platform, tenant_slug)
+        with runtime.connect() as connection:
+            found = user_by_name(connection, username)
+            if found is None:
+                raise click.ClickException(f"no user {username!r} in {tenant_slug}")
+            principal = load_principal(connection, runtime_system_tables(runtime), found,
+                                       runtime.registry.units)
+        service = RecordService(runtime, Actor.of(principal), operators=platform.operators)
+        handle = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
+        try:
+            columns = service.export_columns(entity_key)
+            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+            writer.writeheader()
+            rows = 0
+            for record in service.export(entity_key, ListQuery()):
+                writer.writerow({k: json.dumps(v, ensure_ascii=False)
+                                 if isinstance(v, list | dict) else v
+                                 for k, v in record.items()})
+                rows += 1
+        except RecordError as exc:
+            raise click.ClickException(_record_error(exc)) from exc
+        finally:
+            if out:
+                handle.close()
+    finally:
+        platform.close()
+    if out:
+        click.echo(f"{rows} rows to {out}")
 
 
 @main.group()

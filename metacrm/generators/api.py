@@ -457,7 +457,7 @@ def build_api(app: Flask, platform: Any, runtime: Any) -> EntityAPI:
     api = EntityAPI(platform, runtime)
     app.extensions["metacrm.api"] = api
     base = "/api/v1/<module>/<entity>"
-    public = {"api_openapi", "api_docs"}
+    public = {"api_openapi", "api_docs", "api_auth_token"}
 
     @app.before_request
     def authenticate() -> None:
@@ -486,6 +486,10 @@ def build_api(app: Flask, platform: Any, runtime: Any) -> EntityAPI:
     ]
     for rule, endpoint, view, methods in routes:
         app.add_url_rule(rule, endpoint, view, methods=methods)
+
+    from .identity_api import install_identity_routes
+
+    install_identity_routes(app, api)
 
     @app.get("/api/docs")
     def api_docs() -> Response:

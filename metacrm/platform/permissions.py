@@ -27,8 +27,7 @@ from .systables import SystemTables
 ADMIN_ROLE = "administrator"
 ACROSS_UNITS, UNIT_ONLY = "across_units", "unit_only"
 ACCESS_RANK = {"hidden": 0, "read": 1, "write": 2}
-SHARE_ACTIONS = {"read": frozenset({"read", "export"}),
-                 "edit": frozenset({"read", "export", "update"})}
+SHARE_ACTIONS = {"read": frozenset({"read"}), "edit": frozenset({"read", "update"})}
 """What a record shared with a user or unit lets them do, by the share's access."""
 
 

@@ -35,7 +35,7 @@ from .events import RecordEvent
 from .migrator import MigrationRefused, migrate, migration_transaction, plan_only
 from .settings import Settings
 from .store import PlatformStore
-from .systables import ensure_system_tables
+from .systables import ensure_system_tables, runtime_system_tables
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class ReloadReport:
     diagnostics: tuple[Diagnostic, ...] = ()
     plan: Plan | None = None
     error: str | None = None
+    forbidden: bool = False  # refused because the actor does not own what changed
 
     def format(self) -> str:
         if not self.ok:
@@ -211,8 +212,13 @@ class Platform:
         db = self.databases.tenant(slug)
         return plan_only(db, self.desired_specs(result.registry), version), result.diagnostics
 
-    def reload(self, slug: str, *, allow_destructive: bool = False) -> ReloadReport:
-        """Compile, migrate and swap tenant `slug`; on any failure keep the old runtime."""
+    def reload(self, slug: str, *, allow_destructive: bool = False,
+               actor: Any = None) -> ReloadReport:
+        """Compile, migrate and swap tenant `slug`; on any failure keep the old runtime.
+
+        With `actor` (a Principal), the reload is refused unless the actor maintains the
+        team of every module, tenant overlay or business unit whose definitions changed.
+        """
         with self._lock:
             previous = self._runtimes.get(slug)
             previous_version = previous.version if previous else self._db_version(slug)
@@ -221,6 +227,12 @@ class Platform:
                 return ReloadReport(slug, False, False, None, previous_version,
                                     result.diagnostics, error="definitions do not compile")
             registry = result.registry
+            if actor is not None:
+                refused = self._ownership_refusals(previous, registry, result.tenant, actor)
+                if refused:
+                    return ReloadReport(slug, False, False, None, previous_version,
+                                        result.diagnostics, error="; ".join(refused),
+                                        forbidden=True)
             db = self.databases.tenant(slug)
             desired = self.desired_specs(registry)
             try:
@@ -247,6 +259,22 @@ class Platform:
             return ReloadReport(slug, True, previous_version != registry.version,
                                 registry.version, previous_version, result.diagnostics,
                                 migration.plan)
+
+    def _ownership_refusals(self, previous: TenantRuntime | None, registry: Registry,
+                            config: TenantConfig, actor: Any) -> list[str]:
+        from .identity import teams_of
+        from .ownership import changed_owners, owner_teams, refusals
+
+        if previous is None:
+            return ["the tenant is not loaded; an operator reloads it first"]
+        owners = changed_owners(previous.registry, registry)
+        if not owners:
+            return []
+        teams = owner_teams(owners, previous.registry, registry, config)
+        with previous.connect() as connection:
+            maintained = teams_of(connection, runtime_system_tables(previous), actor.user_id,
+                                  {t for t in teams.values() if t})
+        return refusals(teams, maintained)
 
     def reload_all(self, *, allow_destructive: bool = False) -> Iterator[ReloadReport]:
         for slug in self.active_slugs():
