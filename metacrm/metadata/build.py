@@ -1,4 +1,4 @@
-"""Drafts → Registry IR: fields, entities, forms, views; the union stored per tenant."""
+"""Drafts → Registry IR: fields, entities, forms, views, roles; the union stored per tenant."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .diagnostics import Diagnostic, DiagnosticSink, DocPath, a_or_an
 from .fieldtypes import FieldType, FieldTypeRegistry
 from .formula import FormulaError, parse_formula
 from .ir import (
+    ACTIONS,
     IR_FORMAT,
     Column,
     Entity,
@@ -19,9 +20,12 @@ from .ir import (
     Form,
     FormField,
     FrozenDict,
+    Grant,
     Index,
     Option,
     Relation,
+    Role,
+    ScopeRule,
     Section,
     SortKey,
     Source,
@@ -30,7 +34,7 @@ from .ir import (
     freeze,
 )
 from .loader import Document
-from .resolve import DefinitionDraft, EntityDraft, FieldDraft, ScopeDraft
+from .resolve import DefinitionDraft, EntityDraft, FieldDraft, GrantDraft, RoleDraft, ScopeDraft
 
 _KNOWN_SPEC = frozenset({
     "type", "label", "help", "description", "required", "unique", "index", "default",
@@ -98,6 +102,20 @@ def located(doc: Document, key: str, parts: Mapping[str, tuple[Document, DocPath
     return LocatedSource(base.file, base.line, base.column, FrozenDict(table))
 
 
+def located_at(doc: Document, path: DocPath) -> LocatedSource:
+    """The Source of the key at `path`, knowing where every key and item below it is written
+    (``grant.source.at("fields", "credit_limit")`` is the line of that key)."""
+    value: Any = doc.data
+    for step in path:
+        value = value[step]
+    table: dict[DocPath, Source] = {}
+    for below, _ in _positions(doc, path, value):
+        line, column = doc.pos((*path, *below), key=True)
+        table[below] = Source(doc.file, line, column)
+    base = table.pop(())
+    return LocatedSource(base.file, base.line, base.column, FrozenDict(table))
+
+
 def _positions(doc: Document, path: DocPath, value: Any,
                below: DocPath = ()) -> Iterator[tuple[DocPath, tuple[int, int]]]:
     yield below, doc.pos(path)
@@ -124,6 +142,8 @@ class Builder:
         self._fields: dict[int, Field] = {}
         self._entities: dict[int, tuple[EntityDraft, Entity]] = {}
         self._definitions: dict[int, tuple[DefinitionDraft, Form | View]] = {}
+        self._grants: dict[int, tuple[GrantDraft, Grant]] = {}
+        self._roles: dict[int, tuple[RoleDraft, Role]] = {}
 
     def field(self, draft: FieldDraft, module: str) -> Field:
         cached = self._fields.get(id(draft))
@@ -266,6 +286,42 @@ class Builder:
         self._definitions[id(draft)] = (draft, view)
         return view
 
+    def role(self, draft: RoleDraft) -> Role:
+        """A role as one scope sees it; an unchanged draft gives the same object everywhere."""
+        cached = self._roles.get(id(draft))
+        if cached is not None:
+            return cached[1]
+        spec = draft.spec
+        role = Role(draft.name,
+                    Text.of(spec.get("label"), draft.name.replace("_", " ").capitalize()),
+                    Text.of(spec.get("description")),
+                    FrozenDict({k: self.grant(g) for k, g in draft.grants.items()}),
+                    source_of(draft.doc, ("role",)))
+        self._roles[id(draft)] = (draft, role)
+        return role
+
+    def grant(self, draft: GrantDraft) -> Grant:
+        """A grant with `default` spread over every action it does not list (in ACTIONS
+        order); actions whose scope is `none` are left out: they are not granted."""
+        cached = self._grants.get(id(draft))
+        if cached is not None:
+            return cached[1]
+        spec = draft.spec
+        default = spec.get("default")
+        actions: dict[str, ScopeRule] = {}
+        for action in ACTIONS:
+            rule = spec.get(action, default)
+            if rule is None:
+                continue
+            scope, when = (rule, None) if isinstance(rule, str) else (rule["scope"],
+                                                                      rule.get("when"))
+            if scope != "none":
+                actions[action] = ScopeRule(scope, freeze(when))
+        grant = Grant(draft.entity, FrozenDict(actions), FrozenDict(spec.get("fields") or {}),
+                      draft.origin, located_at(draft.doc, draft.path))
+        self._grants[id(draft)] = (draft, grant)
+        return grant
+
 
 def merge_storage(scopes: list[dict[str, Entity]], types: FieldTypeRegistry,
                   sink: DiagnosticSink) -> dict[str, Entity]:
@@ -361,14 +417,21 @@ def content_hash(modules: Mapping[str, Any], units: Mapping[str, Any],
         return [draft.id, draft.spec,
                 [[f.name, f.id, f.origin, f.spec] for f in draft.fields.values()]]
 
+    def scope_json(scope: ScopeDraft) -> list[Any]:
+        out = [scope.unit, list(scope.modules),
+               {k: entity_json(e) for k, e in scope.entities.items()},
+               {k: [d.origin, d.spec] for k, d in scope.forms.items()},
+               {k: [d.origin, d.spec] for k, d in scope.views.items()}]
+        if scope.roles:  # only when there are roles: definitions without any keep their version
+            out.append({k: [r.spec, {e: [g.origin, g.spec] for e, g in r.grants.items()}]
+                        for k, r in scope.roles.items()})
+        return out
+
     payload = {
         "ir": IR_FORMAT,
         "modules": modules,
         "units": units,
-        "scopes": [[s.unit, list(s.modules),
-                    {k: entity_json(e) for k, e in s.entities.items()},
-                    {k: [d.origin, d.spec] for k, d in s.forms.items()},
-                    {k: [d.origin, d.spec] for k, d in s.views.items()}] for s in scopes],
+        "scopes": [scope_json(s) for s in scopes],
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str,
                       ensure_ascii=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..hookspecs import hookimpl
 from .build import LocatedSource
-from .diagnostics import Diagnostic, DocPath, did_you_mean
+from .diagnostics import Diagnostic, DocPath, a_or_an, did_you_mean
 from .fieldtypes import FieldTypeRegistry
 from .ir import Entity, Field, Module, Scope, Source
 
@@ -40,10 +40,11 @@ class CheckContext:
     operators: frozenset[str] = CONDITION_OPERATORS
 
     def error(self, code: str, message: str, where: Source | None,
-              hint: str | None = None) -> Diagnostic:
+              hint: str | None = None, severity: str = "error") -> Diagnostic:
         if where is None:
-            return Diagnostic(code, message, hint=hint)
-        return Diagnostic(code, message, where.file, where.line, where.column, hint=hint)
+            return Diagnostic(code, message, hint=hint, severity=severity)
+        return Diagnostic(code, message, where.file, where.line, where.column, hint=hint,
+                          severity=severity)
 
     def resolve_path(self, entity: Entity, path: str) -> tuple[Field | None, str | None]:
         """The field at a dotted path through references, or why there is none."""
@@ -183,14 +184,17 @@ def _condition_fields(condition: Any,
 
 
 def _check_condition(ctx: CheckContext, entity: Entity, condition: Any, where: Source | None,
-                     owner: str, *place: str | int) -> Iterator[Diagnostic]:
+                     owner: str, *place: str | int, code: str | None = None
+                     ) -> Iterator[Diagnostic]:
+    """Every unknown field path and operator of `condition` (codes `condition.field` and
+    `condition.operator`, or `code` for both when given)."""
     for below, path, op in _condition_fields(condition):
         found, problem = ctx.resolve_path(entity, path)
         if found is None:
-            yield ctx.error("condition.field", f"{owner}: {problem}",
+            yield ctx.error(code or "condition.field", f"{owner}: {problem}",
                             at(where, *place, *below, "field"))
         if op is not None and op not in ctx.operators:
-            yield ctx.error("condition.operator", f"{owner}: unknown operator `{op}`",
+            yield ctx.error(code or "condition.operator", f"{owner}: unknown operator `{op}`",
                             at(where, *place, *below, "op"), did_you_mean(op, ctx.operators)
                             or f"operators: {', '.join(sorted(ctx.operators))}")
 
@@ -265,6 +269,56 @@ def check_views(ctx: CheckContext) -> Iterator[Diagnostic]:
                                     f"view `{view.key}` filter", "filter")
 
 
+def _not_writable(f: Field) -> str | None:
+    """Why nobody can write field `f`, or None when it can be written."""
+    if f.type in ("formula", "autonumber"):
+        return f"{a_or_an(f.type)} field (computed, never written)"
+    if not f.stored:
+        return f"{a_or_an(f.type)} field (not stored on the record)"
+    if f.read_only:
+        return "read-only"
+    return None
+
+
+def check_roles(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Each grant names an entity of the scope, fields of that entity and conditions that
+    hold together; `write` on a field nobody can write is a warning."""
+    entities = ctx.scope.entities
+    for role in ctx.scope.roles.values():
+        for grant in role.grants.values():
+            entity = entities.get(grant.entity)
+            if entity is None:
+                module = grant.entity.split(".")[0]
+                yield ctx.error("role.unknown-entity", f"role `{role.name}` grants on "
+                                f"`{grant.entity}`, which is not an entity of the enabled "
+                                "modules", grant.source, did_you_mean(grant.entity, entities) or (
+                                    f"module `{module}` is not enabled here; enabled: "
+                                    f"{', '.join(ctx.scope.modules) or 'none'}"
+                                    if module not in ctx.scope.modules else
+                                    f"entities of `{module}`: " + (", ".join(
+                                        k for k in entities if k.startswith(module + "."))
+                                        or "none")))
+                continue
+            owner = f"role `{role.name}` on {entity.key}"
+            for action, rule in grant.actions.items():
+                yield from _check_condition(ctx, entity, rule.when, grant.source,
+                                            f"role `{role.name}`, `when` of `{action}` on "
+                                            f"{entity.key}", action, "when",
+                                            code="role.bad-condition")
+            for name, access in grant.fields.items():
+                f = entity.get_field(name)
+                where = at(grant.source, "fields", name)
+                if f is None:
+                    yield ctx.error("role.unknown-field", f"{owner}: `{name}` is not a field of "
+                                    f"{entity.key}", where,
+                                    did_you_mean(name, entity.field_names))
+                elif access == "write" and (why := _not_writable(f)) is not None:
+                    yield ctx.error("role.field-not-writable", f"{owner} gives `write` on "
+                                    f"`{name}`, which is {why}: nobody can write it", where,
+                                    "write `read` (or `hidden`), or leave the field out",
+                                    severity="warning")
+
+
 def check_stable_ids(ctx: CheckContext) -> Iterator[Diagnostic]:
     """Two fields (or entities) may not share a stable id: a rename would be ambiguous."""
     entities_by_id: dict[str, Entity] = {}
@@ -290,7 +344,7 @@ def check_stable_ids(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 BUILTIN_CHECKS: tuple[Check, ...] = (
     check_reserved_names, check_references, check_entity_parts, check_forms, check_views,
-    check_stable_ids,
+    check_roles, check_stable_ids,
 )
 
 

@@ -208,7 +208,8 @@ class Compiler:
             scope = Scope(draft.unit, draft.modules,
                           FrozenDict({k: builder.entity(e) for k, e in draft.entities.items()}),
                           FrozenDict({k: builder.form(f) for k, f in draft.forms.items()}),
-                          FrozenDict({k: builder.view(v) for k, v in draft.views.items()}))
+                          FrozenDict({k: builder.view(v) for k, v in draft.views.items()}),
+                          FrozenDict({k: builder.role(r) for k, r in draft.roles.items()}))
             built[name] = scope
             self._check(scope, frozen_modules, sink)
         ordered = [built[""], *(built[n] for n in built if n)]

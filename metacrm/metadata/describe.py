@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ir import Entity, Field, Form, Scope, Text, View, thaw
+from .ir import Entity, Field, Form, Grant, Role, Scope, Text, View, thaw
 
 
 def text(value: Text) -> Any:
@@ -69,4 +69,23 @@ def describe_entity(entity: Entity, scope: Scope | None = None) -> dict[str, Any
     if scope is not None:
         out["forms"] = {f.key: describe_form(f) for f in scope.forms_for(entity.key)}
         out["views"] = {v.key: describe_view(v) for v in scope.views_for(entity.key)}
+    return out
+
+
+def describe_grant(grant: Grant) -> dict[str, Any]:
+    """A grant as resolved: every granted action (a scope, or {scope, when}), its fields."""
+    actions = {a: r.scope if r.when is None else {"scope": r.scope, "when": thaw(r.when)}
+               for a, r in grant.actions.items()}
+    out: dict[str, Any] = {"origin": grant.origin, "actions": actions}
+    if grant.fields:
+        out["fields"] = dict(grant.fields)
+    return out
+
+
+def describe_role(role: Role) -> dict[str, Any]:
+    """A role as one scope sees it, with its grants by entity."""
+    out: dict[str, Any] = {"label": text(role.label)}
+    if role.description:
+        out["description"] = text(role.description)
+    out["grants"] = {k: describe_grant(g) for k, g in role.grants.items()}
     return out

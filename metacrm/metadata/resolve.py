@@ -24,7 +24,10 @@ STRUCTURAL_OPTIONS = frozenset({"type", "unique", "index", "max_length", "min", 
                                 "precision", "scale", "currency", "on_delete", "renamed_from"})
 TEXT_OPTIONS = frozenset({"label", "help", "description"})
 MODULE_ONLY_KINDS = frozenset({"module", "tenant", "overlay"})
-OVERLAY_KINDS = frozenset({"overlay", "form", "view"})
+OVERLAY_KINDS = frozenset({"overlay", "form", "view", "role"})
+RESERVED_ROLES = frozenset({"administrator"})
+"""Role names the platform keeps for its built-in roles (`administrator` may do anything)."""
+HEADQUARTERS_MODES = ("across_units", "unit_only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,9 @@ class TenantConfig:
     units: FrozenDict[str, Unit]
     settings: FrozenDict[str, Any]
     directory: Path
+    headquarters: str = "across_units"
+    """`across_units`: headquarters users' roles reach every business unit; `unit_only`:
+    every grant is limited to the records of the user's own business unit."""
 
 
 @dataclass(slots=True)
@@ -105,6 +111,37 @@ class DefinitionDraft:
         return f"{self.module}.{self.name}"
 
 
+@dataclass(frozen=True, slots=True)
+class GrantDraft:
+    """One role's grant on one entity, as written by one file (replaced, never changed)."""
+
+    entity: str
+    spec: Mapping[str, Any]
+    doc: Document
+    path: DocPath
+    origin: str
+
+
+@dataclass(slots=True)
+class RoleDraft:
+    """A role being resolved: its texts and its grants by entity key.
+
+    `modules` remembers which module's file first defined the role (for `role.duplicate`);
+    `where` which file set each text.
+    """
+
+    name: str
+    spec: dict[str, Any]
+    grants: dict[str, GrantDraft]
+    doc: Document
+    where: dict[str, tuple[Document, DocPath]] = field(default_factory=dict)
+    modules: dict[str, Document] = field(default_factory=dict)
+
+    def clone(self) -> RoleDraft:
+        return RoleDraft(self.name, dict(self.spec), dict(self.grants), self.doc,
+                         dict(self.where), dict(self.modules))
+
+
 @dataclass(slots=True)
 class ScopeDraft:
     unit: str | None
@@ -112,9 +149,11 @@ class ScopeDraft:
     entities: dict[str, EntityDraft]
     forms: dict[str, DefinitionDraft]
     views: dict[str, DefinitionDraft]
+    roles: dict[str, RoleDraft] = field(default_factory=dict)
 
     def child(self, unit: str, modules: tuple[str, ...]) -> ScopeDraft:
-        return ScopeDraft(unit, modules, dict(self.entities), dict(self.forms), dict(self.views))
+        return ScopeDraft(unit, modules, dict(self.entities), dict(self.forms), dict(self.views),
+                          dict(self.roles))
 
 
 @dataclass(slots=True)
@@ -273,6 +312,8 @@ def base_scope(order: list[str], modules: Mapping[str, ModuleSource],
                 _add_entity(scope, name, doc, sink)
             elif kind.name in ("form", "view"):
                 _add_definition(scope, kind.name, name, doc, name, sink)
+            elif kind.name == "role":
+                _add_module_role(scope, name, doc, modules, sink)
     return scope
 
 
@@ -324,6 +365,63 @@ def _add_definition(scope: ScopeDraft, kind: str, module: str | None, doc: Docum
     table[draft.key] = draft
 
 
+def _role_draft(scope: ScopeDraft, doc: Document, sink: DiagnosticSink) -> RoleDraft | None:
+    """The role `doc` adds to (a copy, so other scopes keep theirs), or None if reserved."""
+    name = doc.data["role"]
+    if name in RESERVED_ROLES:
+        sink.add(doc.diagnostic("role.reserved", f"`{name}` is the platform's built-in role "
+                                "(it may do anything) and cannot be defined", ("role",),
+                                hint="give the role another name, e.g. `crm_admin`"))
+        return None
+    old = scope.roles.get(name)
+    draft = old.clone() if old is not None else RoleDraft(name, {}, {}, doc)
+    scope.roles[name] = draft
+    return draft
+
+
+def _add_module_role(scope: ScopeDraft, module: str, doc: Document,
+                     modules: Mapping[str, ModuleSource], sink: DiagnosticSink) -> None:
+    """A module's role file: grants on the module's own entities, merged with other modules'
+    grants of the same role; the first module (in order) with a text keeps it."""
+    data = doc.data
+    name = data["role"]
+    first = scope.roles[name].modules.get(module) if name in scope.roles else None
+    if first is not None:
+        sink.add(doc.diagnostic("role.duplicate", f"role `{name}` is defined twice in module "
+                                f"`{module}` (first in {first.file}:{first.pos(('role',))[0]})",
+                                ("role",), hint="keep one file per role in a module; each "
+                                "file lists every entity the role reaches"))
+        return
+    draft = _role_draft(scope, doc, sink)
+    if draft is None:
+        return
+    draft.modules[module] = doc
+    for option in ("label", "description"):
+        if option in data and option not in draft.spec:
+            draft.spec[option] = data[option]
+            draft.where[option] = (doc, (option,))
+    for written, spec in (data.get("grants") or {}).items():
+        path = ("grants", written)
+        key = _entity_key(written, module)
+        owner = key.split(".", 1)[0]
+        if owner != module:
+            folder = ""
+            if owner in modules:
+                manifest = modules[owner].manifest.file
+                folder = f" ({manifest.rsplit('/', 1)[0]}/roles/)" if "/" in manifest else ""
+            sink.add(doc.diagnostic(
+                "role.foreign-entity", f"a role in module `{module}` may grant only on "
+                f"`{module}`'s own entities; `{key}` belongs to module `{owner}`", path,
+                key=True, hint=f"grant it in `{owner}`'s roles folder{folder}, or in a tenant "
+                "overlay"))
+            continue
+        if key in draft.grants and draft.grants[key].doc is doc:
+            sink.add(doc.diagnostic("role.duplicate", f"role `{name}` grants on `{key}` twice in "
+                                    "this file", path, key=True))
+            continue
+        draft.grants[key] = GrantDraft(key, spec, doc, path, module)
+
+
 # -- overlays -------------------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -337,20 +435,22 @@ class OverlayContext:
 
 
 def apply_overlays(ctx: OverlayContext, items: Iterable[Loaded]) -> None:
-    """Apply overlay, form and view files in order to `ctx.scope`."""
+    """Apply overlay, form, view and role files in order to `ctx.scope`."""
     for item in items:
         ctx.sink.extend(item.diagnostics)
         if item.doc is None or item.kind is None or item.diagnostics:
             continue
         if item.kind.name not in OVERLAY_KINDS:
             ctx.sink.add(item.doc.diagnostic(
-                "overlay.wrong-kind", f"overlay folders hold overlays (`extend:`), forms and "
-                f"views; this file defines {a_or_an(item.kind.name)}", (item.kind.key,),
+                "overlay.wrong-kind", f"overlay folders hold overlays (`extend:`), forms, "
+                f"views and roles; this file defines {a_or_an(item.kind.name)}", (item.kind.key,),
                 key=True, hint="define new entities in a module; an overlay can add fields "
                 "to an existing entity with `extend: module.entity`"
                 if item.kind.name == "entity" else None))
         elif item.kind.name == "overlay":
             apply_entity_overlay(ctx, item.doc)
+        elif item.kind.name == "role":
+            apply_role_overlay(ctx, item.doc)
         else:
             ref = item.doc.data["entity"]
             if "." not in ref:
@@ -361,6 +461,29 @@ def apply_overlays(ctx: OverlayContext, items: Iterable[Loaded]) -> None:
                     ("entity",), hint=f"write `entity: {known[0]}`" if len(known) == 1 else None))
                 continue
             _add_definition(ctx.scope, item.kind.name, None, item.doc, ctx.origin, ctx.sink)
+
+
+def apply_role_overlay(ctx: OverlayContext, doc: Document) -> None:
+    """A role file in an overlay folder: each entity it lists gets this file's grant instead
+    of the role's earlier one (other entities keep theirs); texts merge like labels."""
+    data = doc.data
+    draft = _role_draft(ctx.scope, doc, ctx.sink)
+    if draft is None:
+        return
+    for option in ("label", "description"):
+        if option in data:
+            draft.spec[option] = _merge_text(draft.spec.get(option), data[option])
+            draft.where[option] = (doc, (option,))
+    for key, spec in (data.get("grants") or {}).items():
+        path = ("grants", key)
+        if "." not in key:
+            known = [k for k in ctx.scope.entities if k.split(".", 1)[1] == key]
+            ctx.sink.add(doc.diagnostic(
+                "overlay.bare-entity", f"a role in an overlay folder names each entity with its "
+                f"module: `{known[0] if known else 'module.' + key}`", path, key=True,
+                hint=f"write `{known[0]}:`" if len(known) == 1 else None))
+            continue
+        draft.grants[key] = GrantDraft(key, spec, doc, path, ctx.origin)
 
 
 def apply_entity_overlay(ctx: OverlayContext, doc: Document) -> None:
@@ -562,11 +685,13 @@ def tenant_config(doc: Document, directory: Path, sink: DiagnosticSink) -> Tenan
             seen.append(current)
             current = units[current].parent
     locale = data.get("locale", "en")
+    permissions = data.get("permissions") or {}
     return TenantConfig(
         data["tenant"], Text.of(data.get("label"), data["tenant"]), locale,
         tuple(data.get("locales") or (locale,)), data.get("timezone", "UTC"), data.get("team"),
         modules, tuple(data.get("overlays") or ()), FrozenDict(units),
-        FrozenDict(data.get("settings") or {}), directory)
+        FrozenDict(data.get("settings") or {}), directory,
+        permissions.get("headquarters", HEADQUARTERS_MODES[0]))
 
 
 def unit_order(units: Mapping[str, Unit]) -> list[str]:

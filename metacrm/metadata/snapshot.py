@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from typing import Any
 
-from .describe import describe_entity, text
+from .describe import describe_entity, describe_role, text
 from .diagnostics import Diagnostic, format_path
 from .ir import Entity, Form, FormField, Module, Registry, Unit, View, thaw
 from .loader import Document
-from .resolve import DefinitionDraft, EntityDraft, FieldDraft, ScopeDraft
+from .resolve import DefinitionDraft, EntityDraft, FieldDraft, RoleDraft, ScopeDraft
 from .sources import Loaded
 
 
@@ -44,7 +44,8 @@ def snapshot_scopes(scope_drafts: Mapping[str, ScopeDraft]) -> list[dict[str, An
              "modules": list(draft.modules),
              "entities": {k: _entity_draft(e) for k, e in draft.entities.items()},
              "forms": {k: _definition_draft(d) for k, d in draft.forms.items()},
-             "views": {k: _definition_draft(d) for k, d in draft.views.items()}}
+             "views": {k: _definition_draft(d) for k, d in draft.views.items()},
+             "roles": {k: _role_draft(r) for k, r in draft.roles.items()}}
             for name, draft in scope_drafts.items()]
 
 
@@ -63,7 +64,8 @@ def snapshot_registry(registry: Registry | None,
         "scopes": [{"scope": name, "unit": scope.unit, "modules": list(scope.modules),
                     "entities": {k: _entity(e) for k, e in scope.entities.items()},
                     "forms": {k: _form(f) for k, f in scope.forms.items()},
-                    "views": {k: _view(v) for k, v in scope.views.items()}}
+                    "views": {k: _view(v) for k, v in scope.views.items()},
+                    "roles": {k: describe_role(r) for k, r in scope.roles.items()}}
                    for name, scope in registry.scopes.items()],
         "storage": {k: _entity(e) for k, e in registry.entities.items()},
         "relations": sorted(({"kind": r.kind, "source": r.source, "field": r.field,
@@ -111,6 +113,17 @@ def _definition_draft(draft: DefinitionDraft) -> dict[str, Any]:
     return {"kind": draft.kind, "module": draft.module, "name": draft.name,
             "origin": draft.origin, "spec": deepcopy(draft.spec),
             "source": _where(draft.doc, (draft.kind,))}
+
+
+def _role_draft(draft: RoleDraft) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": draft.name, "spec": deepcopy(draft.spec),
+                           "source": _where(draft.doc, ("role",)),
+                           "grants": {k: {"origin": g.origin, "spec": deepcopy(g.spec),
+                                          "source": _where(g.doc, g.path)}
+                                      for k, g in draft.grants.items()}}
+    if draft.where:
+        out["set_by"] = {option: _where(doc, path) for option, (doc, path) in draft.where.items()}
+    return out
 
 
 def _entity(entity: Entity) -> dict[str, Any]:
