@@ -321,7 +321,9 @@ class Spy:
 
 
 def yaml_files(library: Library) -> list[Path]:
-    return definition_files(library.root / "metadata") + definition_files(library.tenants_dir)
+    """The definition files a tenant compile reads (org.yaml seeds data, not definitions)."""
+    return definition_files(library.root / "metadata") + [
+        p for p in definition_files(library.tenants_dir) if p.name != "org.yaml"]
 
 
 def test_cold_compile_parses_each_file_once(acme_copy: Library,

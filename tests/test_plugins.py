@@ -371,7 +371,7 @@ PEOPLE = {"metadata/modules/crm/entities/person.yaml":
 def test_plugin_operator_filters_records_in_sql_and_python(write_library, tmp_path: Path) -> None:
     from metacrm.engines.conditions import EvalContext, evaluate, parse_condition
     from metacrm.platform.app import create_app
-    from metacrm.platform.auth import create_user, issue_token
+    from metacrm.platform.auth import create_user, issue_token, set_roles
     from metacrm.platform.records import RecordService
     from metacrm.platform.runtime import Platform
     from metacrm.platform.settings import Settings
@@ -387,7 +387,9 @@ def test_plugin_operator_filters_records_in_sql_and_python(write_library, tmp_pa
         records = [service.create("crm.person", {"name": name})
                    for name in ("Al", "Alice", "Bartholomew", None)]
         with runtime.begin() as connection:
-            token = issue_token(connection, create_user(connection, "tester"))
+            tester = create_user(connection, "tester")
+            set_roles(connection, tester, ["administrator"])
+            token = issue_token(connection, tester)
         client = create_app(settings, platform).test_client()
         condition = {"field": "name", "op": "longer_than", "value": 3}
         response = client.get("/t/aa/api/v1/crm/person", query_string={
