@@ -222,3 +222,12 @@ def test_the_same_entity_in_two_tenants_is_two_tables(two_tenants: Platform,
     with alpha.connect() as connection:
         table = alpha.tables.by_entity["crm.company"]
         assert connection.execute(sa.select(table.c.name)).scalars().all() == ["Only in alpha"]
+
+
+def test_a_path_prefix_with_a_newline_still_names_its_tenant() -> None:
+    from metacrm.platform.tenancy import tenant_from_environ
+
+    environ = {"PATH_INFO": "/t/acme/api/v1/_identity/units/a\nb", "SCRIPT_NAME": ""}
+    assert tenant_from_environ(environ, None) == "acme"
+    assert environ["PATH_INFO"] == "/api/v1/_identity/units/a\nb"
+    assert environ["SCRIPT_NAME"] == "/t/acme"

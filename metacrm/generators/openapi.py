@@ -12,6 +12,7 @@ PROBLEM = {"$ref": "#/components/schemas/Problem"}
 ERRORS = {
     "400": "The request is malformed (unknown parameter, bad filter or cursor).",
     "401": "Missing or invalid bearer token.",
+    "403": "Your roles do not allow this (the record is one you may read).",
     "404": "No such tenant, entity or record.",
     "409": "The change conflicts with existing data (a unique value, a reference).",
     "412": "The record changed since you read it (row version / If-Match).",
@@ -133,7 +134,10 @@ def entity_schemas(entity: Entity) -> dict[str, dict[str, Any]]:
 
 
 def _responses(ok: dict[str, Any], *codes: str) -> dict[str, Any]:
+    """`ok` plus problem responses; whatever needs a token may also be forbidden (403)."""
     out = dict(ok)
+    if "401" in codes and "403" not in codes:
+        codes = (*codes, "403")
     for code in codes:
         out[code] = {"description": ERRORS[code],
                      "content": {"application/problem+json": {"schema": PROBLEM}}}
@@ -168,6 +172,135 @@ def list_parameters(entity: Entity) -> list[dict[str, Any]]:
             params.append({"name": field.name, "in": "query", "schema": {"type": "string"},
                            "description": f"Equals; `{field.name}__<op>=` for other operators."})
     return params
+
+
+SHARE = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "user": {"type": ["integer", "null"]},
+    "unit": {"type": ["string", "null"]}, "access": {"enum": ["read", "edit"]},
+    "created_at": {"type": "string", "format": "date-time"}},
+    "required": ["id", "access"]}
+
+
+def record_action_paths(entity: Entity, base: str, tag: list[str], ref: dict[str, Any],
+                        id_param: dict[str, Any], if_match: dict[str, Any]) -> dict[str, Any]:
+    """Export, assignment and sharing of one entity's records."""
+    op = f"{entity.module}_{entity.name}"
+    share_id = {"name": "share_id", "in": "path", "required": True, "schema": dict(RECORD_ID)}
+    return {
+        f"{base}/export": {"get": {
+            "tags": tag, "operationId": f"export_{op}",
+            "summary": "Every record you may export, as CSV (your readable fields).",
+            "parameters": [p for p in list_parameters(entity)
+                           if p["name"] not in ("limit", "cursor", "count")],
+            "responses": _responses({"200": {"description": "CSV, a header row first.",
+                                             "content": {"text/csv": {"schema": {
+                                                 "type": "string"}}}}},
+                                    "400", "401", "404", "422")}},
+        f"{base}/{{id}}/assign": {"post": {
+            "tags": tag, "operationId": f"assign_{op}", "parameters": [id_param, if_match],
+            "summary": "Give the record to another owner.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["owner"],
+                "properties": {"owner": dict(RECORD_ID)}}}}},
+            "responses": _responses({"200": _json(ref, "The reassigned record.")},
+                                    "400", "401", "404", "412", "422")}},
+        f"{base}/{{id}}/shares": {
+            "parameters": [id_param],
+            "get": {"tags": tag, "operationId": f"shares_{op}",
+                    "responses": _responses({"200": _json({"type": "object", "properties": {
+                        "items": {"type": "array", "items": SHARE}}}, "The record's shares.")},
+                        "401", "404")},
+            "post": {"tags": tag, "operationId": f"share_{op}",
+                     "summary": "Share the record with a user or an org unit (and its subtree).",
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"type": "object", "properties": {
+                             "user": dict(RECORD_ID), "unit": {"type": "string"},
+                             "access": {"enum": ["read", "edit"]}}}}}},
+                     "responses": _responses({"201": _json(SHARE, "The new share.")},
+                                             "400", "401", "404", "422")}},
+        f"{base}/{{id}}/shares/{{share_id}}": {"delete": {
+            "tags": tag, "operationId": f"unshare_{op}", "parameters": [id_param, share_id],
+            "responses": _responses({"204": {"description": "The share is gone."}},
+                                    "401", "404")}},
+    }
+
+
+def identity_paths() -> dict[str, Any]:
+    """The caller, users, roles, org units, login and reloading definitions."""
+    obj = {"type": "object"}
+    items = {"type": "object", "properties": {"items": {"type": "array", "items": obj}}}
+    user_body = {"type": "object", "properties": {
+        "username": {"type": "string"}, "display_name": {"type": "string"},
+        "email": {"type": ["string", "null"]}, "password": {"type": "string"},
+        "locale": {"type": ["string", "null"]}, "active": {"type": "boolean"},
+        "business_unit": {"type": ["string", "null"]},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "unit": {"type": ["string", "null"]},
+        "units": {"type": "array", "items": {"type": "string"}}}}
+    unit_body = {"type": "object", "properties": {
+        "name": {"type": "string"}, "label": {"type": "string"}, "kind": {"type": "string"},
+        "parent": {"type": ["string", "null"]}, "business_unit": {"type": ["string", "null"]},
+        "manager": {"type": ["integer", "null"]}}}
+    user_id = {"name": "user_id", "in": "path", "required": True, "schema": dict(RECORD_ID)}
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    tag = ["identity"]
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    return {
+        f"{API}/_me": {"get": {"tags": tag, "operationId": "me",
+                               "summary": "You: roles, units and what you may do per entity",
+                               "responses": _responses({"200": _json(obj, "The caller.")},
+                                                       "401")}},
+        f"{API}/_identity/users": {
+            "get": {"tags": tag, "operationId": "list_users",
+                    "responses": _responses({"200": _json(items, "Users.")}, "401")},
+            "post": {"tags": tag, "operationId": "create_user", "requestBody": body(user_body),
+                     "responses": _responses({"201": _json(obj, "The new user.")},
+                                             "400", "401", "409", "422")}},
+        f"{API}/_identity/users/{{user_id}}": {
+            "parameters": [user_id],
+            "get": {"tags": tag, "operationId": "get_user",
+                    "responses": _responses({"200": _json(obj, "The user.")}, "401", "404")},
+            "patch": {"tags": tag, "operationId": "update_user", "requestBody": body(user_body),
+                      "responses": _responses({"200": _json(obj, "The user.")},
+                                              "400", "401", "404", "409", "422")}},
+        f"{API}/_identity/roles": {"get": {
+            "tags": tag, "operationId": "list_roles",
+            "responses": _responses({"200": _json(items, "Roles and their grants.")}, "401")}},
+        f"{API}/_identity/units": {
+            "get": {"tags": tag, "operationId": "list_units",
+                    "responses": _responses({"200": _json(items, "The org tree.")}, "401")},
+            "post": {"tags": tag, "operationId": "create_unit", "requestBody": body(unit_body),
+                     "responses": _responses({"201": _json(obj, "The new unit.")},
+                                             "400", "401", "409", "422")}},
+        f"{API}/_identity/units/{{name}}": {
+            "parameters": [name],
+            "get": {"tags": tag, "operationId": "get_unit",
+                    "responses": _responses({"200": _json(obj, "The unit.")}, "401", "404")},
+            "patch": {"tags": tag, "operationId": "update_unit", "requestBody": body(unit_body),
+                      "responses": _responses({"200": _json(obj, "The unit.")},
+                                              "400", "401", "404", "422")},
+            "delete": {"tags": tag, "operationId": "delete_unit",
+                       "responses": _responses({"204": {"description": "Deleted."}},
+                                               "401", "404", "409")}},
+        f"{API}/_auth/token": {"post": {
+            "tags": tag, "operationId": "login", "security": [],
+            "summary": "Trade a username and password for a bearer token",
+            "requestBody": body({"type": "object", "required": ["username", "password"],
+                                 "properties": {"username": {"type": "string"},
+                                                "password": {"type": "string"},
+                                                "name": {"type": "string"}}}),
+            "responses": _responses({"201": _json({"type": "object", "properties": {
+                "token": {"type": "string"}, "token_type": {"const": "Bearer"}},
+                "required": ["token"]}, "A new token.")}, "400", "422", "401")}},
+        f"{API}/_metadata/reload": {"post": {
+            "tags": tag, "operationId": "reload_definitions",
+            "summary": "Reload the definitions, as a maintainer of every changed part",
+            "responses": _responses({"200": _json(obj, "What the reload did.")},
+                                    "401", "422")}},
+    }
 
 
 def build_openapi(scope: Scope, *, tenant: str, version: str) -> dict[str, Any]:
@@ -249,6 +382,8 @@ def build_openapi(scope: Scope, *, tenant: str, version: str) -> dict[str, Any]:
                 "updated": {"type": "array", "items": {"type": "integer"}},
                 "errors": {"type": "object"}}}, "What happened to each record.")},
                 "400", "401", "422")}}
+        paths.update(record_action_paths(entity, base, tag, ref, id_param, if_match))
+    paths.update(identity_paths())
     paths[f"{API}/_meta"] = {"get": {"operationId": "meta", "summary": "Entities and fields",
                                      "responses": _responses({"200": _json(
                                          {"type": "object"}, "Entity descriptions.")}, "401")}}

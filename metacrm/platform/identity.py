@@ -18,7 +18,7 @@ from .auth import create_user, roles_of, set_roles
 from .orgtree import OrgError, OrgTree, OrgUnit
 from .passwords import hash_password
 from .permissions import ADMIN_ROLE, Principal
-from .records import Conflict, Forbidden, NotFound, ValidationFailed
+from .records import ID_MAX, Conflict, Forbidden, NotFound, ValidationFailed
 from .systables import runtime_system_tables
 
 USER_KEYS = frozenset({"username", "display_name", "email", "password", "locale", "active",
@@ -84,6 +84,8 @@ class IdentityService:
             return [self._user_json(connection, i) for i in ids]
 
     def user(self, user_id: int) -> dict[str, Any]:
+        if not 1 <= user_id <= ID_MAX:
+            raise NotFound(f"there is no user {user_id}")
         if self.principal is not None and self.principal.user_id != user_id:
             self._require_admin()
         with self.runtime.connect() as connection:
@@ -136,7 +138,7 @@ class IdentityService:
                                       email=data.get("email"), password_hash=password_hash)
                 action = "created"
             else:
-                if connection.execute(sa.select(users.c.id).where(
+                if not 1 <= user_id <= ID_MAX or connection.execute(sa.select(users.c.id).where(
                         users.c.id == user_id)).first() is None:
                     raise NotFound(f"there is no user {user_id}")
                 values = {k: data[k] for k in ("display_name", "email", "locale", "active",
@@ -155,6 +157,10 @@ class IdentityService:
             if "locale" in data and action == "created":
                 connection.execute(users.update().where(users.c.id == user_id)
                                    .values(locale=data["locale"]))
+            if self.principal is not None and user_id == self.principal.user_id and \
+                    data.get("active") is False:
+                raise ValidationFailed("you cannot deactivate yourself; ask another "
+                                       "administrator", {"active": ["stays true"]})
             if roles is not None:
                 if self.principal is not None and user_id == self.principal.user_id and \
                         ADMIN_ROLE not in roles:
@@ -216,6 +222,12 @@ class IdentityService:
         if unknown:
             raise ValidationFailed(f"unknown key(s): {', '.join(unknown)}",
                                    {k: ["unknown key"] for k in unknown})
+        wrong = sorted(k for k in ("name", "label", "kind", "parent", "business_unit")
+                       if data.get(k) is not None and (not isinstance(data[k], str)
+                                                       or not data[k].strip()))
+        if wrong:
+            raise ValidationFailed(f"{', '.join(f'`{k}`' for k in wrong)} must be non-empty "
+                                   "text", {k: ["non-empty text"] for k in wrong})
         business_unit = data.get("business_unit")
         if business_unit is not None and business_unit not in self.runtime.registry.units:
             raise ValidationFailed(f"there is no business unit {business_unit!r} in the "
@@ -267,7 +279,8 @@ class IdentityService:
         if user_id is None:
             return
         users = self.tables.users
-        if isinstance(user_id, bool) or not isinstance(user_id, int) or connection.execute(
+        if isinstance(user_id, bool) or not isinstance(user_id, int) or \
+                not 1 <= user_id <= ID_MAX or connection.execute(
                 sa.select(users.c.id).where(users.c.id == user_id)).first() is None:
             raise ValidationFailed(f"`{key}` is the id of an existing user", {key: ["unknown"]})
 

@@ -698,6 +698,9 @@ class RecordService:
         self.require(entity_key, "assign")
         access = self.access(entity_key)
         _existing_id(entity_key, record_id)
+        if isinstance(owner, bool) or not isinstance(owner, int) or not 1 <= owner <= ID_MAX:
+            raise ValidationFailed("`owner` is the id of an active user",
+                                   {"owner": ["not an active user"]})
         table, users = access.table, self.system.users
         now = dt.datetime.now(dt.UTC)
         with self.runtime.begin() as connection:
@@ -736,7 +739,8 @@ class RecordService:
                                    "unit's name)", {"user": ["give `user` or `unit`"]})
         if access not in ("read", "edit"):
             raise ValidationFailed("`access` is `read` or `edit`", {"access": ["read or edit"]})
-        if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, int)):
+        if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, int)
+                                    or not 1 <= user_id <= ID_MAX):
             raise ValidationFailed("`user` is a user id", {"user": ["a user id"]})
         if unit is not None and not isinstance(unit, str):
             raise ValidationFailed("`unit` is an org unit's name", {"unit": ["a unit name"]})
@@ -786,6 +790,7 @@ class RecordService:
     def unshare(self, entity_key: str, record_id: int, share_id: int) -> None:
         self.require(entity_key, "assign")
         access = self.access(entity_key)
+        _existing_id(entity_key, record_id)
         shares = self.system.shares
         now = dt.datetime.now(dt.UTC)
         with self.runtime.begin() as connection:
@@ -793,6 +798,8 @@ class RecordService:
             if row is None:
                 raise NotFound(f"{entity_key} {record_id} does not exist")
             self._check_record(connection, entity_key, "assign", row)
+            if not 1 <= share_id <= ID_MAX:
+                raise NotFound(f"{entity_key} {record_id} has no share {share_id}")
             deleted = connection.execute(shares.delete().where(
                 shares.c.id == share_id, shares.c.entity == entity_key,
                 shares.c.record_id == record_id))

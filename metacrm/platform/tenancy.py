@@ -19,7 +19,7 @@ from .runtime import Platform, TenantRuntime, UnknownTenant
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 AppFactory = Callable[[Platform, TenantRuntime], WSGIApp]
-_PREFIX = re.compile(r"^/t/([^/]+)(/.*)?$")
+_PREFIX = re.compile(r"^/t/([^/]+)(/.*)?$", re.DOTALL)  # paths may hold newlines
 ENVIRON_KEY = "metacrm.tenant"
 
 
