@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import machine, median, print_json_line, print_table
 
 from metacrm.platform.app import create_app
-from metacrm.platform.auth import create_user, hash_token, issue_token
+from metacrm.platform.auth import create_user, hash_token, issue_token, set_roles
 from metacrm.platform.records import ListQuery, RecordService
 from metacrm.platform.settings import Settings
 from metacrm.platform.systables import system_tables
@@ -371,7 +371,9 @@ def main() -> int:
         load_rows(runtime, args.records)
         print(f"loaded {args.records:,} contacts in {time.perf_counter() - started:.1f} s")
         with runtime.begin() as connection:
-            token = issue_token(connection, create_user(connection, "bench"))
+            user_id = create_user(connection, "bench")
+            set_roles(connection, user_id, ["administrator"])  # scopes: bench/permissions.py
+            token = issue_token(connection, user_id)
         headers = {"Authorization": f"Bearer {token}"}
         baseline = handwritten_app(runtime)
         ours_client, hand_client = app.test_client(), baseline.test_client()
