@@ -613,6 +613,10 @@ def export(ctx: click.Context, tenant_slug: str, entity_key: str, username: str,
             principal = load_principal(connection, runtime_system_tables(runtime), found,
                                        runtime.registry.units)
         service = RecordService(runtime, Actor.of(principal), operators=platform.operators)
+        try:  # refuse before writing anything: a refused export leaves no file behind
+            service.require(entity_key, "export")
+        except RecordError as exc:
+            raise click.ClickException(_record_error(exc)) from exc
         handle = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
         try:
             columns = service.export_columns(entity_key)

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, Response, request
 
+from ..metadata.ir import ACTIONS
 from ..platform.auth import issue_token
 from ..platform.identity import IdentityService
 from ..platform.passwords import verify_password
@@ -36,9 +37,8 @@ def install_identity_routes(app: Flask, api: EntityAPI) -> None:
         guard = service.guard
         permissions = {}
         for key in service.visible_entities():
-            actions = [a for a in ("read", "create", "update", "delete", "restore", "export",
-                                   "import", "transition", "assign")
-                       if guard is None or guard.can(key, a)]
+            actions = [a for a in ACTIONS if guard is None or guard.principal.is_admin
+                       or guard.policy(key).granted(a)]  # what roles grant (not shares)
             permissions[key] = {"actions": actions,
                                 "hidden_fields": sorted(guard.hidden(key)) if guard else [],
                                 "read_only_fields": sorted(guard.read_only(key)) if guard

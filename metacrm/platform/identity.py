@@ -244,7 +244,7 @@ class IdentityService:
                                     business_unit=business_unit)
                     action = "created"
                 else:
-                    unit = tree.get(name)
+                    unit = self._existing_unit(tree, name)
                     current_parent = tree.by_id(unit.parent_id).name if unit.parent_id else None
                     if "parent" in data and data["parent"] != current_parent:
                         if data["parent"] is None:
@@ -268,12 +268,19 @@ class IdentityService:
         self._require_admin()
         with self.runtime.begin() as connection:
             tree = OrgTree(connection, self.tables)
+            unit = self._existing_unit(tree, name)
             try:
-                unit = tree.get(name)
                 tree.remove(name)
             except OrgError as exc:
                 raise Conflict(str(exc)) from exc
             self._audit(connection, "_identity.unit", unit.id, "deleted", {"name": name})
+
+    @staticmethod
+    def _existing_unit(tree: OrgTree, name: str) -> OrgUnit:
+        try:
+            return tree.get(name)
+        except OrgError as exc:
+            raise NotFound(str(exc)) from exc
 
     def _check_user(self, connection: sa.Connection, user_id: Any, key: str) -> None:
         if user_id is None:

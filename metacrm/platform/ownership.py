@@ -54,6 +54,12 @@ def changed_owners(old: Any, new: Any) -> set[str]:
     return {o for o in set(before) | set(after) if before.get(o, {}) != after.get(o, {})}
 
 
+def config_changed(old: Any, new: Any) -> bool:
+    """Whether tenant.yaml's own settings differ (modules, locales, units, permissions...)."""
+    fields = [f.name for f in dataclasses.fields(new) if f.name != "directory"]
+    return any(getattr(old, f, None) != getattr(new, f, None) for f in fields)
+
+
 def owner_teams(owners: set[str], old: Any, new: Any, config: Any) -> dict[str, str | None]:
     """The team responsible for each owner (None: no team is named)."""
     teams: dict[str, str | None] = {}

@@ -124,6 +124,8 @@ def build_policy(registry: Any, unit: str | None, roles: frozenset[str], entity_
     full = scope.entities[entity_key]
     grants = [scope.roles[r].grants[entity_key] for r in sorted(roles)
               if r in scope.roles and entity_key in scope.roles[r].grants]
+    # a grant of no action gives no access, so it cannot unhide what another role hides
+    grants = [g for g in grants if any(r.scope != "none" for r in g.actions.values())]
     rules: dict[str, list[ScopeRule]] = {}
     access: dict[str, int] = {}
     for grant in grants:

@@ -263,11 +263,13 @@ class Platform:
     def _ownership_refusals(self, previous: TenantRuntime | None, registry: Registry,
                             config: TenantConfig, actor: Any) -> list[str]:
         from .identity import teams_of
-        from .ownership import changed_owners, owner_teams, refusals
+        from .ownership import changed_owners, config_changed, owner_teams, refusals
 
         if previous is None:
             return ["the tenant is not loaded; an operator reloads it first"]
         owners = changed_owners(previous.registry, registry)
+        if config_changed(previous.config, config):
+            owners.add("tenant")  # tenant.yaml's settings belong to the tenant's team
         if not owners:
             return []
         teams = owner_teams(owners, previous.registry, registry, config)
