@@ -88,7 +88,9 @@ def install_identity_routes(app: Flask, api: EntityAPI) -> None:
                 users.c.username == username, users.c.active.is_(True))).first()
             if row is None or not verify_password(row.password_hash, password):
                 raise Unauthorized("the username or password is wrong")
-            issued = issue_token(connection, row.id, str(body.get("name") or "login"))
+            name = body.get("name")
+            issued = issue_token(connection, row.id,
+                                 name[:100] if isinstance(name, str) and name else "login")
         return json_response({"token": issued, "token_type": "Bearer"}, 201)
 
     def reload_definitions() -> Response:

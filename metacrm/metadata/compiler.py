@@ -57,6 +57,9 @@ class CompileResult:
     registry: Registry | None
     diagnostics: tuple[Diagnostic, ...]
     fingerprint: str = ""
+    files: tuple[tuple[str, str, str], ...] = ()
+    """(file, sha256, owner) of every file read: owner is `module:<name>`, `tenant` or
+    `unit:<name>` (the part of the definitions whose team must approve a change)."""
 
     @property
     def ok(self) -> bool:
@@ -154,7 +157,8 @@ class Compiler:
         if trace is not None:
             trace.update(tenant=loaded, sources=sources, layers=layers)
         result = self._finish(config, sources, order, layers, sink, trace)
-        result = CompileResult(result.tenant, result.registry, result.diagnostics, fingerprint)
+        result = CompileResult(result.tenant, result.registry, result.diagnostics, fingerprint,
+                               _owned_files(loaded, sources, order, layers))
         if result.ok:
             self._results = {k: v for k, v in self._results.items()
                              if v.tenant is None or v.tenant.slug != config.slug}
@@ -284,6 +288,22 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _owned_files(tenant: Any, sources: dict[str, ModuleSource], order: list[str],
+                 layers: list[tuple[str | None, str | None, list[Any]]]
+                 ) -> tuple[tuple[str, str, str], ...]:
+    files = [(tenant.file, tenant.digest, "tenant")]
+    for name in order:
+        if name not in sources:
+            continue
+        source = sources[name]
+        files.append((source.manifest.file, source.manifest.digest, f"module:{name}"))
+        files += [(item.file, item.digest, f"module:{name}") for item in source.loaded]
+    for unit, _, items in layers:
+        owner = f"unit:{unit}" if unit else "tenant"
+        files += [(item.file, item.digest, owner) for item in items]
+    return tuple(files)
 
 
 def _unit_team(config: TenantConfig, name: str) -> str | None:

@@ -111,6 +111,7 @@ class IdentityService:
         if unknown:
             raise ValidationFailed(f"unknown key(s): {', '.join(unknown)}",
                                    {k: ["unknown key"] for k in unknown})
+        _check_user_values(data, self.runtime.registry.units)
         roles = self._check_roles(data["roles"]) if "roles" in data else None
         units = _unit_list(data)
         password = data.get("password")
@@ -222,12 +223,17 @@ class IdentityService:
         if unknown:
             raise ValidationFailed(f"unknown key(s): {', '.join(unknown)}",
                                    {k: ["unknown key"] for k in unknown})
-        wrong = sorted(k for k in ("name", "label", "kind", "parent", "business_unit")
+        limits = {"name": 100, "label": 200, "kind": 32, "parent": 100, "business_unit": 64}
+        wrong = sorted(k for k, most in limits.items()
                        if data.get(k) is not None and (not isinstance(data[k], str)
-                                                       or not data[k].strip()))
+                                                       or not data[k].strip()
+                                                       or len(data[k]) > most))
         if wrong:
             raise ValidationFailed(f"{', '.join(f'`{k}`' for k in wrong)} must be non-empty "
-                                   "text", {k: ["non-empty text"] for k in wrong})
+                                   "text of at most " + ", ".join(
+                                       f"{limits[k]}" for k in wrong) + " characters",
+                                   {k: [f"non-empty text, at most {limits[k]} characters"]
+                                    for k in wrong})
         business_unit = data.get("business_unit")
         if business_unit is not None and business_unit not in self.runtime.registry.units:
             raise ValidationFailed(f"there is no business unit {business_unit!r} in the "
@@ -298,6 +304,33 @@ class IdentityService:
             entity=entity, record_id=record_id, action=action,
             actor=self.principal.user_id if self.principal else None,
             at=dt.datetime.now(dt.UTC), changes=json.loads(json.dumps(payload, default=str))))
+
+
+USER_TEXT = {"username": (150, False), "display_name": (200, False), "email": (254, True),
+             "locale": (16, True), "business_unit": (64, True), "password": (1000, False)}
+"""Text fields of a user body: (longest, may be null)."""
+
+
+def _check_user_values(data: Mapping[str, Any], known_units: Iterable[str]) -> None:
+    """Refuse (422) user values of the wrong type, length or meaning, before any write."""
+    errors: dict[str, list[str]] = {}
+    for key, (longest, nullable) in USER_TEXT.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if value is None and nullable:
+            continue
+        if not isinstance(value, str) or not value.strip() or len(value) > longest:
+            errors[key] = [f"non-empty text of at most {longest} characters"
+                           + (", or null" if nullable else "")]
+    if "active" in data and not isinstance(data["active"], bool):
+        errors["active"] = ["true or false"]
+    unit = data.get("business_unit")
+    if isinstance(unit, str) and "business_unit" not in errors and unit not in set(known_units):
+        errors["business_unit"] = [f"`{unit}` is not a business unit of this tenant"]
+    if errors:
+        raise ValidationFailed("some values are not valid: " + ", ".join(
+            f"`{k}`" for k in sorted(errors)), errors)
 
 
 def _unit_list(data: Mapping[str, Any]) -> list[str] | None:

@@ -122,6 +122,8 @@ class Platform:
         self.check_interval = check_interval
         self._runtimes: dict[str, TenantRuntime] = {}
         self._checked: dict[str, float] = {}
+        self._files: dict[str, tuple[tuple[str, str, str], ...]] = {}
+        """Per tenant: (file, digest, owner) of the definitions being served (ownership)."""
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[RecordEvent], None]] = []
         self._specs: OrderedDict[str, dict[str, TableSpec]] = OrderedDict()
@@ -228,7 +230,8 @@ class Platform:
                                     result.diagnostics, error="definitions do not compile")
             registry = result.registry
             if actor is not None:
-                refused = self._ownership_refusals(previous, registry, result.tenant, actor)
+                refused = self._ownership_refusals(previous, registry, result.tenant, actor,
+                                                   result.files)
                 if refused:
                     return ReloadReport(slug, False, False, None, previous_version,
                                         result.diagnostics, error="; ".join(refused),
@@ -256,20 +259,20 @@ class Platform:
             self.store.record_version(slug, registry.version, {
                 "entities": len(registry.entities), "units": list(registry.units)})
             self._swap(slug, result.tenant, registry, db, desired)
+            self._files[slug] = result.files
             return ReloadReport(slug, True, previous_version != registry.version,
                                 registry.version, previous_version, result.diagnostics,
                                 migration.plan)
 
     def _ownership_refusals(self, previous: TenantRuntime | None, registry: Registry,
-                            config: TenantConfig, actor: Any) -> list[str]:
+                            config: TenantConfig, actor: Any,
+                            files: tuple[tuple[str, str, str], ...]) -> list[str]:
         from .identity import teams_of
-        from .ownership import changed_owners, config_changed, owner_teams, refusals
+        from .ownership import changed_owners, owner_teams, refusals
 
-        if previous is None:
+        if previous is None or previous.slug not in self._files:
             return ["the tenant is not loaded; an operator reloads it first"]
-        owners = changed_owners(previous.registry, registry)
-        if config_changed(previous.config, config):
-            owners.add("tenant")  # tenant.yaml's settings belong to the tenant's team
+        owners = changed_owners(self._files[previous.slug], files)
         if not owners:
             return []
         teams = owner_teams(owners, previous.registry, registry, config)
@@ -341,5 +344,6 @@ class Platform:
                 raise UnknownTenant(slug)
             return self._runtimes[slug]
         db = self.databases.tenant(slug)
+        self._files[slug] = result.files
         return self._swap(slug, result.tenant, result.registry, db,
                           self.desired_specs(result.registry))

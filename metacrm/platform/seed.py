@@ -36,7 +36,7 @@ SEED_SCHEMA: Mapping[str, Any] = {
         "units": {"type": "object", "propertyNames": NAME, "additionalProperties": {
             "type": "object", "required": ["label", "kind"], "additionalProperties": False,
             "properties": {
-                "label": {"type": "string", "minLength": 1},
+                "label": {"type": "string", "minLength": 1, "maxLength": 200},
                 "kind": {"enum": list(UNIT_KINDS)},
                 "parent": NAME,
                 "business_unit": {"type": "string"}}}},
@@ -45,9 +45,9 @@ SEED_SCHEMA: Mapping[str, Any] = {
                   "additionalProperties": {
                       "type": "object", "additionalProperties": False,
                       "properties": {
-                          "name": {"type": "string"},
-                          "email": {"type": "string"},
-                          "locale": {"type": "string"},
+                          "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                          "email": {"type": "string", "maxLength": 254},
+                          "locale": {"type": "string", "maxLength": 16},
                           "units": {"type": "array", "items": NAME},
                           "roles": {"type": "array", "items": {"type": "string"}},
                           "manages": {"type": "array", "items": NAME},
@@ -94,7 +94,12 @@ def apply_seed(runtime: Any, doc: Document) -> dict[str, int]:
     identity = IdentityService(runtime)
     with runtime.connect() as connection:
         existing = {u.name: u for u in OrgTree(connection, identity.tables).all()}
-    for name in _parents_first(units):
+    ids = {u.id: u.name for u in existing.values()}
+    parents = {name: ids.get(u.parent_id) for name, u in existing.items()}
+    for name, spec in units.items():
+        if spec.get("parent") or name not in parents:
+            parents[name] = spec.get("parent")
+    for name in _parents_first(doc, units, parents):
         spec = units[name]
         body = {"label": spec["label"], "kind": spec["kind"],
                 "business_unit": spec.get("business_unit")}
@@ -169,22 +174,32 @@ def _check_references(doc: Document, units: Mapping[str, Any], users: Mapping[st
         raise SeedError(problems)
 
 
-def _parents_first(units: Mapping[str, Any]) -> list[str]:
+def _parents_first(doc: Document, units: Mapping[str, Any],
+                   parents: Mapping[str, str | None]) -> list[str]:
+    """The file's units, each after its parent; a cycle in the tree the seed would leave
+    (the file's parents over the stored ones) is refused before anything changes."""
+    for start in units:
+        chain = [start]
+        current = parents.get(start)
+        while current is not None:
+            if current in chain:
+                raise SeedError([doc.diagnostic(
+                    "seed.cycle", "the units' parents would form a cycle: "
+                    + " → ".join([*chain, current]), ("units", start, "parent"))])
+            chain.append(current)
+            current = parents.get(current)
     order: list[str] = []
     seen: set[str] = set()
 
-    def visit(name: str, chain: tuple[str, ...]) -> None:
+    def visit(name: str) -> None:
         if name in seen or name not in units:
             return
-        if name in chain:
-            raise SeedError([Diagnostic("seed.cycle", "the units' parents form a cycle: "
-                                        + " → ".join((*chain, name)))])
+        seen.add(name)
         parent = units[name].get("parent")
         if parent:
-            visit(parent, (*chain, name))
-        seen.add(name)
+            visit(parent)
         order.append(name)
 
     for name in units:
-        visit(name, ())
+        visit(name)
     return order
