@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from permworld import ENTITIES, USERS, World, build_world, library, table_rows
 
 from metacrm.metadata.ir import SCOPES
+from metacrm.platform.orgtree import OrgTree
 from metacrm.platform.records import (
     Forbidden,
     ListQuery,
@@ -15,6 +16,7 @@ from metacrm.platform.records import (
     RecordError,
     ValidationFailed,
 )
+from metacrm.platform.systables import runtime_system_tables
 
 
 @pytest.fixture
@@ -285,9 +287,9 @@ def test_business_unit_comes_from_the_primary_org_unit(world: World) -> None:
 
 def test_scopes_are_sql_not_fetch_then_filter(world: World) -> None:
     """A subtree-scoped list asks the database for the page only: one SELECT whose WHERE
-    holds the scope, whatever the number of records outside it."""
+    holds the scope (the subtree's people are looked up once per org-tree version)."""
     world.grant("m", "scope_subtree")
-    service = world.service("m")
+    world.service("m").list("sales.deal", ListQuery(limit=2))  # learns m's subtree
     statements: list[str] = []
     engine = world.runtime.db.engine
 
@@ -296,9 +298,29 @@ def test_scopes_are_sql_not_fetch_then_filter(world: World) -> None:
 
     sa.event.listen(engine, "before_cursor_execute", seen)
     try:
-        service.list("sales.deal", ListQuery(limit=2))
+        page = world.service("m").list("sales.deal", ListQuery(limit=2))
     finally:
         sa.event.remove(engine, "before_cursor_execute", seen)
-    selects = [s for s in statements if "sales" in s.lower() or "deal" in s.lower()]
-    assert len(selects) == 1
-    assert "_metacrm_org_units" in selects[0] and "LIMIT" in selects[0].upper()
+    pages = [s for s in statements if "sales" in s.lower() and "deal" in s.lower()]
+    assert len(pages) == 1
+    assert ("owner IN" in pages[0] or "owner = ANY" in pages[0]) and "LIMIT" in pages[0].upper()
+    assert len(page.items) == 2
+
+
+def test_a_move_in_the_org_tree_changes_scopes_at_once(world: World) -> None:
+    """Moving n1b (c's team) from n1 to south: m no longer reaches c's records, and the
+    south user s, given subtree scope on `south`, does; no record changes."""
+    world.grant("m", "scope_subtree")
+    rows_before = table_rows(world, "sales.deal")
+    c_deals = {r["id"] for r in rows_before if r["owner"] == world.ids["c"]
+               and r["deleted_at"] is None}
+    assert c_deals <= _all_ids(world.service("m"), "sales.deal")
+    with world.runtime.begin() as connection:
+        tree = OrgTree(connection, runtime_system_tables(world.runtime))
+        tree.move("n1b", "south")
+    assert not c_deals & _all_ids(world.service("m"), "sales.deal")
+    with world.runtime.begin() as connection:
+        OrgTree(connection, runtime_system_tables(world.runtime)).place(world.ids["s"], "south")
+    world.grant("s", "scope_subtree")
+    assert c_deals <= _all_ids(world.service("s"), "sales.deal")
+    assert table_rows(world, "sales.deal") == rows_before

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .auth import create_user, roles_of, set_roles
-from .orgtree import OrgError, OrgTree, OrgUnit
+from .orgtree import OrgError, OrgTree, OrgUnit, bump_org_version
 from .passwords import hash_password
 from .permissions import ADMIN_ROLE, Principal
 from .records import ID_MAX, Conflict, Forbidden, NotFound, ValidationFailed
@@ -185,6 +185,7 @@ class IdentityService:
         except OrgError as exc:
             raise ValidationFailed(str(exc), {"units": [str(exc)]}) from exc
         connection.execute(members.delete().where(members.c.user_id == user_id))
+        bump_org_version(connection, self.tables)
         for index, unit in enumerate(targets):
             tree.place(user_id, unit.name, primary=index == 0)
 

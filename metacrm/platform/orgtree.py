@@ -17,6 +17,22 @@ from .systables import SystemTables, system_tables
 UNIT_KINDS = ("group", "business_unit", "region", "branch", "team", "department")
 
 
+ORG_VERSION_KEY = "org"
+"""The `_metacrm_counters` key bumped by every change to the tree or its members, so
+permission caches (subtree members) know when to recompute."""
+
+
+def bump_org_version(connection: sa.Connection, tables: SystemTables) -> None:
+    """Count one change to the org tree (in the caller's transaction)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    counters = tables.counters
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(dialect.insert(counters).values(key=ORG_VERSION_KEY, value=1)
+                       .on_conflict_do_update(index_elements=[counters.c.key],
+                                              set_={"value": counters.c.value + 1}))
+
+
 class OrgError(ValueError):
     """A change the org tree refuses (unknown unit, a cycle, a duplicate name)."""
 
@@ -40,6 +56,7 @@ class OrgTree:
     def __init__(self, connection: sa.Connection, tables: SystemTables | None = None) -> None:
         self.connection = connection
         system = tables or system_tables()
+        self.system = system
         self.units = system.org_units
         self.members = system.org_members
         self.users = system.users
@@ -84,6 +101,7 @@ class OrgTree:
         ).scalar_one()
         path = f"{parent_unit.path if parent_unit else '/'}{new_id}/"
         self.connection.execute(units.update().where(units.c.id == new_id).values(path=path))
+        bump_org_version(self.connection, self.system)
         return self.by_id(new_id)
 
     def move(self, name: str, new_parent: str) -> OrgUnit:
@@ -101,12 +119,14 @@ class OrgTree:
             depth=units.c.depth + shift))
         self.connection.execute(units.update().where(units.c.id == unit.id)
                                 .values(parent_id=target.id))
+        bump_org_version(self.connection, self.system)
         return self.by_id(unit.id)
 
     def set_manager(self, name: str, user_id: int | None) -> None:
         units = self.units
         self.connection.execute(units.update().where(units.c.name == name)
                                 .values(manager_id=user_id))
+        bump_org_version(self.connection, self.system)
 
     def place(self, user_id: int, unit: str, *, primary: bool = True) -> None:
         """Put a user in a unit (their primary unit replaces any earlier primary one)."""
@@ -119,6 +139,7 @@ class OrgTree:
                                                        members.c.unit_id == target.id))
         self.connection.execute(members.insert().values(user_id=user_id, unit_id=target.id,
                                                         is_primary=primary))
+        bump_org_version(self.connection, self.system)
 
     def units_of(self, user_id: int) -> list[OrgUnit]:
         members, units = self.members, self.units
@@ -189,6 +210,7 @@ class OrgTree:
         if values:
             self.connection.execute(self.units.update().where(self.units.c.id == unit.id)
                                     .values(**values))
+            bump_org_version(self.connection, self.system)
         return self.by_id(unit.id)
 
     def remove(self, name: str) -> None:
@@ -202,11 +224,13 @@ class OrgTree:
             raise OrgError(f"org unit {name!r} still has {children} sub-unit(s) and {members} "
                            "member(s); move them first")
         self.connection.execute(self.units.delete().where(self.units.c.id == unit.id))
+        bump_org_version(self.connection, self.system)
 
     def unplace(self, user_id: int, unit: str) -> None:
         target = self.get(unit)
         self.connection.execute(self.members.delete().where(
             self.members.c.user_id == user_id, self.members.c.unit_id == target.id))
+        bump_org_version(self.connection, self.system)
 
     def members_of(self, name: str) -> list[int]:
         unit = self.get(name)

@@ -13,20 +13,27 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from ..engines.conditions import EvalContext, Node, evaluate, parse_condition, to_sql
 from ..metadata.ir import ACTIONS, Entity, ScopeRule
-from .systables import SystemTables
+from .orgtree import ORG_VERSION_KEY
+from .systables import SystemTables, runtime_system_tables
 
 ADMIN_ROLE = "administrator"
 ACROSS_UNITS, UNIT_ONLY = "across_units", "unit_only"
 ACCESS_RANK = {"hidden": 0, "read": 1, "write": 2}
+MEMBER_LIST_MAX = 2000
+"""Up to this many people, a team or subtree scope binds their ids (`owner IN (...)`);
+beyond, it stays a subquery over the org tables."""
+CACHE_SIZE = 1024
 SHARE_ACTIONS = {"read": frozenset({"read"}), "edit": frozenset({"read", "update"})}
 """What a record shared with a user or unit lets them do, by the share's access."""
 
@@ -46,6 +53,7 @@ class Principal:
     unit_ids: tuple[int, ...] = ()
     unit_paths: tuple[str, ...] = ()
     locale: str | None = None
+    org_version: int = 0  # the org tree's change counter when the principal was loaded
 
     @property
     def is_admin(self) -> bool:
@@ -71,8 +79,12 @@ def load_principal(connection: sa.Connection, tables: SystemTables, user: Any,
         _statement(tables, "principal_roles", lambda: sa.select(tables.user_roles.c.role).where(
             tables.user_roles.c.user_id == sa.bindparam("user_id"))), {"user_id": user.id}))
     units, members = tables.org_units, tables.org_members
+    counters = tables.counters
+    org_version = sa.select(counters.c.value).where(
+        counters.c.key == ORG_VERSION_KEY).scalar_subquery()
     placed = connection.execute(_statement(tables, "principal_units", lambda: sa.select(
-        units.c.id, units.c.path, members.c.is_primary).select_from(
+        units.c.id, units.c.path, members.c.is_primary,
+        org_version.label("org_version")).select_from(
         members.join(units, units.c.id == members.c.unit_id)).where(
         members.c.user_id == sa.bindparam("user_id")).order_by(
         members.c.is_primary.desc(), units.c.id)), {"user_id": user.id}).all()
@@ -90,7 +102,8 @@ def load_principal(connection: sa.Connection, tables: SystemTables, user: Any,
         business_unit = None
     return Principal(user.id, user.username, business_unit, roles,
                      tuple(r.id for r in placed), tuple(r.path for r in placed),
-                     getattr(user, "locale", None))
+                     getattr(user, "locale", None),
+                     (placed[0].org_version or 0) if placed else 0)
 
 
 def _statement(tables: SystemTables, name: str, build: Any) -> Any:
@@ -163,9 +176,7 @@ class Guard:
         self.operators = operators
         self.registry = runtime.registry
         self.unit_only = getattr(runtime.config, "headquarters", ACROSS_UNITS) == UNIT_ONLY
-        self.tables: SystemTables = runtime.extras["system_tables"]
-        self._team: set[int] | None = None
-        self._subtree: set[int] | None = None
+        self.tables: SystemTables = runtime_system_tables(runtime)
         tz = ZoneInfo(runtime.config.timezone)
         self.context = EvalContext(dt.datetime.now(tz), tz)
 
@@ -203,10 +214,27 @@ class Guard:
     # -- sets of records: SQL -----------------------------------------------------------------
 
     def where(self, entity_key: str, action: str, table: Any) -> sa.ColumnElement[bool] | None:
-        """The WHERE clause limiting `action` to the principal's records (None: all)."""
+        """The WHERE clause limiting `action` to the principal's records (None: all).
+
+        Built once per principal (org version included) and kept while no rule of the
+        action has a `when` (a condition may hold a relative date, bound per request).
+        """
         if self.principal.is_admin:
             return None
         policy = self.policy(entity_key)
+        cacheable = table is self.runtime.tables.by_entity[entity_key] and not any(
+            rule.when is not None for rule in policy.rules.get(action, ()))
+        if not cacheable:
+            return self._build_where(entity_key, action, table, policy)
+        cache = _lru(self.runtime.extras, "permission_where")
+        key = (entity_key, action, self.principal, self.unit_only)
+        if key not in cache:
+            cache[key] = self._build_where(entity_key, action, table, policy)
+            _trim(cache)
+        return cache[key]
+
+    def _build_where(self, entity_key: str, action: str, table: Any,
+                     policy: EntityPolicy) -> sa.ColumnElement[bool] | None:
         clauses = []
         for rule in policy.rules.get(action, ()):
             clause = self._scope_sql(rule.scope, policy.entity, table)
@@ -230,7 +258,6 @@ class Guard:
 
     def _scope_sql(self, scope: str, entity: Entity, table: Any) -> sa.ColumnElement[bool] | None:
         p = self.principal
-        members, units = self.tables.org_members, self.tables.org_units
         if scope == "all":
             return None
         if scope == "business_unit":
@@ -242,14 +269,41 @@ class Guard:
             people += [table.c[f.name] == p.user_id for f in self.registry.entities[
                 entity.key].fields if f.type == "user" and f.stored]
             return sa.or_(*people)
-        if scope == "team":
-            return table.c.owner.in_(sa.select(members.c.user_id).where(
-                members.c.unit_id.in_(p.unit_ids)))
-        if scope == "subtree":
-            return table.c.owner.in_(sa.select(members.c.user_id).select_from(
-                members.join(units, units.c.id == members.c.unit_id)).where(
-                sa.or_(*(units.c.path.startswith(path) for path in p.unit_paths))))
+        if scope in ("team", "subtree"):
+            people = self._people(scope)
+            if len(people) > MEMBER_LIST_MAX:
+                return table.c.owner.in_(self._people_select(scope))
+            if self.runtime.db.dialect == "postgresql":  # one array parameter, not N
+                return table.c.owner == sa.any_(sa.literal(
+                    sorted(people), type_=postgresql.ARRAY(sa.BigInteger)))
+            return table.c.owner.in_(sorted(people))
         raise ValueError(f"unknown scope {scope!r}")
+
+    def _people_select(self, scope: str) -> sa.Select:
+        """The user ids of the principal's units (team) or of their subtrees (subtree)."""
+        members, units = self.tables.org_members, self.tables.org_units
+        if scope == "team":
+            return sa.select(members.c.user_id).where(
+                members.c.unit_id.in_(self.principal.unit_ids))
+        return sa.select(members.c.user_id).select_from(
+            members.join(units, units.c.id == members.c.unit_id)).where(
+            sa.or_(*(units.c.path.startswith(path) for path in self.principal.unit_paths)))
+
+    def _people(self, scope: str, connection: sa.Connection | None = None) -> frozenset[int]:
+        """The people a team or subtree scope reaches, cached per org version."""
+        p = self.principal
+        cache = _lru(self.runtime.extras, "org_people")
+        key = (scope, p.org_version, p.unit_ids if scope == "team" else p.unit_paths)
+        found = cache.get(key)
+        if found is None:
+            if connection is not None:
+                found = frozenset(r for (r,) in connection.execute(self._people_select(scope)))
+            else:
+                with self.runtime.connect() as own:
+                    found = frozenset(r for (r,) in own.execute(self._people_select(scope)))
+            cache[key] = found
+            _trim(cache)
+        return found
 
     def _unit_sql(self, table: Any) -> sa.ColumnElement[bool]:
         unit = self.principal.business_unit
@@ -307,27 +361,9 @@ class Guard:
             return owner == p.user_id or any(
                 row.get(f.name) == p.user_id for f in self.registry.entities[entity.key].fields
                 if f.type == "user" and f.stored)
-        if scope == "team":
-            return owner in self._team_users(connection)
-        if scope == "subtree":
-            return owner in self._subtree_users(connection)
+        if scope in ("team", "subtree"):
+            return owner in self._people(scope, connection)
         return False
-
-    def _team_users(self, connection: sa.Connection) -> set[int]:
-        if self._team is None:
-            members = self.tables.org_members
-            self._team = {r for (r,) in connection.execute(sa.select(members.c.user_id).where(
-                members.c.unit_id.in_(self.principal.unit_ids)))}
-        return self._team
-
-    def _subtree_users(self, connection: sa.Connection) -> set[int]:
-        if self._subtree is None:
-            members, units = self.tables.org_members, self.tables.org_units
-            self._subtree = {r for (r,) in connection.execute(sa.select(members.c.user_id)
-                             .select_from(members.join(units, units.c.id == members.c.unit_id))
-                             .where(sa.or_(*(units.c.path.startswith(p)
-                                             for p in self.principal.unit_paths))))}
-        return self._subtree
 
     def _shared(self, connection: sa.Connection, entity_key: str, action: str,
                 record_id: int) -> bool:
@@ -349,6 +385,18 @@ class Guard:
                            self.context)
         return connection.execute(sa.select(table.c.id).where(
             table.c.id == record_id, condition)).first() is not None
+
+
+def _lru(extras: dict[str, Any], name: str) -> OrderedDict[Any, Any]:
+    cache = extras.get(name)
+    if cache is None:
+        cache = extras[name] = OrderedDict()
+    return cache
+
+
+def _trim(cache: OrderedDict[Any, Any]) -> None:
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 def _has_paths(node: Node) -> bool:
