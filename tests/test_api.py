@@ -227,6 +227,7 @@ def test_create_read_update_delete_round_trip(demo: Demo, events: list[RecordEve
     assert history.status_code == 200
     assert [e["action"] for e in history.get_json()["items"]] == [
         "created", "updated", "updated", "updated", "deleted"]
+    assert "foo" in problem_of(demo.get(location + "/history?foo=1"), 400)["detail"]
 
     restored = demo.post(location + "/restore")
     assert restored.status_code == 200

@@ -262,6 +262,8 @@ class EntityAPI:
 
     def history(self, module: str, entity: str, record_id: int) -> Response:
         key = self.entity_key(module, entity)
+        if request.args:
+            raise BadRequest(f"unknown parameter `{sorted(request.args)[0]}`")
         service = self.service()
         service.get(key, record_id, include_deleted=True)
         return json_response({"items": service.history(key, record_id)})
