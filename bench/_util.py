@@ -231,3 +231,55 @@ class PassTimer:
         while self._patched:
             owner, attr, original = self._patched.pop()
             setattr(owner, attr, original)
+
+
+@dataclass
+class ScratchPostgres:
+    """A benchmark's own PostgreSQL database (dropped and made anew), or why there is none."""
+
+    admin_url: str
+    name: str
+    url: str | None = None
+    note: str | None = None
+
+    @staticmethod
+    def psycopg_dsn(url: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def _recreate(self, create: bool) -> None:
+        import psycopg
+
+        with psycopg.connect(self.psycopg_dsn(self.admin_url), autocommit=True,
+                             connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            if create:
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+
+    def create(self) -> bool:
+        from sqlalchemy.engine import make_url
+
+        try:
+            self._recreate(True)
+        except Exception as exc:  # unreachable, no driver, no rights: skip the PG figures
+            self.note = f"PostgreSQL skipped: {type(exc).__name__}: {exc}".strip()
+            return False
+        self.url = make_url(self.admin_url).set(database=self.name).render_as_string(
+            hide_password=False)
+        return True
+
+    def connect(self) -> Any:
+        import psycopg
+
+        assert self.url is not None
+        return psycopg.connect(self.psycopg_dsn(self.url))
+
+    def drop(self) -> None:
+        if self.url is None:
+            return
+        try:
+            self._recreate(False)
+        except Exception as exc:
+            print(f"warning: could not drop database {self.name}: {exc}", file=sys.stderr)
+        self.url = None

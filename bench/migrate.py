@@ -55,7 +55,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _util import PassTimer, fmt_seconds, machine, median, print_json_line, print_table, spread
+from _util import (
+    PassTimer,
+    ScratchPostgres,
+    fmt_seconds,
+    machine,
+    median,
+    print_json_line,
+    print_table,
+    spread,
+)
 
 from metacrm.generators import catalog as catalog_module
 from metacrm.platform import migrator as migrator_module
@@ -334,56 +343,6 @@ def bulk_rows(count: int) -> Iterator[tuple[Any, ...]]:
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------
-
-@dataclass
-class Postgres:
-    """The dedicated benchmark database, or why there is none."""
-
-    admin_url: str
-    url: str | None = None
-    note: str | None = None
-
-    @staticmethod
-    def psycopg_dsn(url: str) -> str:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    def create(self) -> bool:
-        from sqlalchemy.engine import make_url
-
-        try:
-            import psycopg
-
-            with psycopg.connect(self.psycopg_dsn(self.admin_url), autocommit=True,
-                                 connect_timeout=5) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-                conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-        except Exception as exc:  # unreachable, no driver, no rights: skip the PG figures
-            self.note = f"PostgreSQL skipped: {type(exc).__name__}: {exc}".strip()
-            return False
-        self.url = make_url(self.admin_url).set(database=BENCH_DB).render_as_string(
-            hide_password=False)
-        return True
-
-    def connect(self) -> Any:
-        import psycopg
-
-        assert self.url is not None
-        return psycopg.connect(self.psycopg_dsn(self.url))
-
-    def drop(self) -> None:
-        if self.url is None:
-            return
-        import psycopg
-
-        try:
-            with psycopg.connect(self.psycopg_dsn(self.admin_url), autocommit=True,
-                                 connect_timeout=5) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        except Exception as exc:
-            print(f"warning: could not drop database {BENCH_DB}: {exc}", file=sys.stderr)
-
 
 # -- instrumentation ------------------------------------------------------------------------
 
@@ -746,7 +705,7 @@ def load_sqlite(tenant_file: Path, hand_file: Path, rows: int) -> None:
     hand.close()
 
 
-def load_postgres(pg: Postgres, schema: str, rows: int) -> None:
+def load_postgres(pg: ScratchPostgres, schema: str, rows: int) -> None:
     columns = ", ".join(f'"{c}"' for c in BULK_COLUMNS)
     with pg.connect() as conn:
         with conn.cursor() as cur:
@@ -783,7 +742,7 @@ def hand_alter(conn: Any, table: str, column: str, commit: bool) -> float:
 
 
 def step_add_field(base: Path, backends: list[tuple[str, str | None]], res: Results,
-                   args: argparse.Namespace, pg: Postgres) -> None:
+                   args: argparse.Namespace, pg: ScratchPostgres) -> None:
     print(f"\n[2] add a nullable field to a table of {args.rows:,} rows "
           f"({args.field_runs} runs, alternating with the hand-written ALTER)")
     for label, url in backends:
@@ -919,7 +878,7 @@ def provision_sqlite(platform: Platform, slugs: list[str]) -> list[str]:
     return slugs
 
 
-def provision_pg(platform: Platform, pg: Postgres, slugs: list[str], budget_s: float,
+def provision_pg(platform: Platform, pg: ScratchPostgres, slugs: list[str], budget_s: float,
                  minimum: int) -> list[str]:
     """The first tenant with create_tenant; the others get a schema holding its catalog.
 
@@ -954,7 +913,7 @@ def provision_pg(platform: Platform, pg: Postgres, slugs: list[str], budget_s: f
 
 
 def step_noop(root: Path, backends: list[tuple[str, str | None]], res: Results,
-              args: argparse.Namespace, pg: Postgres) -> None:
+              args: argparse.Namespace, pg: ScratchPostgres) -> None:
     writer = LibraryWriter(root, 2, 10, SEED + 1)
     writer.write()
     slugs = [f"t{i:04d}" for i in range(args.tenants)]
@@ -1058,7 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import os
 
-    pg = Postgres(os.environ.get("METACRM_BENCH_PG_URL", DEFAULT_PG_URL))
+    pg = ScratchPostgres(os.environ.get("METACRM_BENCH_PG_URL", DEFAULT_PG_URL), BENCH_DB)
     res = Results()
     backends: list[tuple[str, str | None]] = [("sqlite", None)]
     if args.no_pg:

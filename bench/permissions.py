@@ -42,10 +42,17 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import fmt_seconds, machine, median, print_json_line, print_table, spread
+from _util import (
+    ScratchPostgres,
+    fmt_seconds,
+    machine,
+    median,
+    print_json_line,
+    print_table,
+    spread,
+)
 
 from metacrm.platform.auth import create_user, set_roles, user_by_name
 from metacrm.platform.database import tenant_schema
@@ -99,46 +106,6 @@ def write_library(root: Path) -> None:
 
 
 # -- PostgreSQL: a throw-away database ----------------------------------------------------------
-
-@dataclass
-class Postgres:
-    """The benchmark's own database, or why there is none."""
-
-    admin_url: str
-    url: str | None = None
-    note: str | None = None
-
-    def _dsn(self, url: str) -> str:
-        return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    def create(self) -> bool:
-        try:
-            import psycopg
-
-            with psycopg.connect(self._dsn(self.admin_url), autocommit=True,
-                                 connect_timeout=5) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-                conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-        except Exception as exc:  # unreachable, no driver, no rights: skip the PG figures
-            self.note = f"PostgreSQL skipped: {type(exc).__name__}: {exc}".strip()
-            return False
-        self.url = make_url(self.admin_url).set(database=BENCH_DB).render_as_string(
-            hide_password=False)
-        return True
-
-    def drop(self) -> None:
-        if self.url is None:
-            return
-        import psycopg
-
-        try:
-            with psycopg.connect(self._dsn(self.admin_url), autocommit=True,
-                                 connect_timeout=5) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        except Exception as exc:
-            print(f"warning: could not drop database {BENCH_DB}: {exc}", file=sys.stderr)
-        self.url = None
-
 
 # -- the fixture: org tree, users, records --------------------------------------------------------
 
@@ -699,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     res = Results()
-    pg = Postgres(os.environ.get("METACRM_BENCH_PG_URL", DEFAULT_PG_URL))
+    pg = ScratchPostgres(os.environ.get("METACRM_BENCH_PG_URL", DEFAULT_PG_URL), BENCH_DB)
     backends: list[tuple[str, str | None]] = [("sqlite", None)]
     if args.no_pg:
         res.notes.append("PostgreSQL skipped (--no-pg)")

@@ -310,8 +310,8 @@ class Guard:
         return table.c.business_unit.is_(None) if unit is None else \
             table.c.business_unit == unit
 
-    def _shared_sql(self, entity_key: str, action: str,
-                    table: Any) -> sa.ColumnElement[bool] | None:
+    def _share_terms(self, entity_key: str, action: str) -> list[Any] | None:
+        """What a share must match to allow `action` to the principal (None: no share can)."""
         allowed = [access for access, actions in SHARE_ACTIONS.items() if action in actions]
         if not allowed:
             return None
@@ -319,8 +319,14 @@ class Guard:
         target = shares.c.user_id == self.principal.user_id
         if self.principal.unit_ids:
             target = sa.or_(target, shares.c.unit_id.in_(self.principal.share_unit_ids))
-        return table.c.id.in_(sa.select(shares.c.record_id).where(
-            shares.c.entity == entity_key, target, shares.c.access.in_(allowed)))
+        return [shares.c.entity == entity_key, target, shares.c.access.in_(allowed)]
+
+    def _shared_sql(self, entity_key: str, action: str,
+                    table: Any) -> sa.ColumnElement[bool] | None:
+        terms = self._share_terms(entity_key, action)
+        if terms is None:
+            return None
+        return table.c.id.in_(sa.select(self.tables.shares.c.record_id).where(*terms))
 
     # -- one record: Python -------------------------------------------------------------------
 
@@ -367,16 +373,12 @@ class Guard:
 
     def _shared(self, connection: sa.Connection, entity_key: str, action: str,
                 record_id: int) -> bool:
-        allowed = [a for a, actions in SHARE_ACTIONS.items() if action in actions]
-        if not allowed:
+        terms = self._share_terms(entity_key, action)
+        if terms is None:
             return False
         shares = self.tables.shares
-        target = shares.c.user_id == self.principal.user_id
-        if self.principal.unit_ids:
-            target = sa.or_(target, shares.c.unit_id.in_(self.principal.share_unit_ids))
         return connection.execute(sa.select(shares.c.id).where(
-            shares.c.entity == entity_key, shares.c.record_id == record_id, target,
-            shares.c.access.in_(allowed)).limit(1)).first() is not None
+            *terms, shares.c.record_id == record_id).limit(1)).first() is not None
 
     def _sql_check(self, connection: sa.Connection, entity_key: str, node: Node,
                    record_id: int) -> bool:

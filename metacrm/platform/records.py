@@ -300,6 +300,16 @@ class RecordService:
                             f"{row['id']}", action=action)
         raise NotFound(f"{entity_key} {row['id']} does not exist")
 
+    def _live_row(self, connection: sa.Connection, access: EntityAccess, entity_key: str,
+                  record_id: int, action: str) -> Mapping[str, Any]:
+        """The live record (all its columns), checked for `action`; NotFound if gone."""
+        current = connection.execute(access.get_live,
+                                     {"record_id": record_id}).mappings().first()
+        if current is None:
+            raise NotFound(f"{entity_key} {record_id} does not exist")
+        self._check_record(connection, entity_key, action, current)
+        return current
+
     def _check_writable(self, access: EntityAccess, data: Any,
                         before: Mapping[str, Any] | None = None) -> None:
         """Refuse (403) a change to a field the actor may read but not write."""
@@ -548,11 +558,7 @@ class RecordService:
         table = access.table
         now = dt.datetime.now(dt.UTC)
         with self.runtime.begin() as connection:
-            current = connection.execute(access.get_live,
-                                         {"record_id": record_id}).mappings().first()
-            if current is None:
-                raise NotFound(f"{entity_key} {record_id} does not exist")
-            self._check_record(connection, entity_key, "update", current)
+            current = self._live_row(connection, access, entity_key, record_id, "update")
             version = current["row_version"]
             if expected is not None and expected != version:
                 raise PreconditionFailed(
@@ -704,11 +710,7 @@ class RecordService:
         table, users = access.table, self.system.users
         now = dt.datetime.now(dt.UTC)
         with self.runtime.begin() as connection:
-            current = connection.execute(access.get_live,
-                                         {"record_id": record_id}).mappings().first()
-            if current is None:
-                raise NotFound(f"{entity_key} {record_id} does not exist")
-            self._check_record(connection, entity_key, "assign", current)
+            current = self._live_row(connection, access, entity_key, record_id, "assign")
             if expected_version is not None and expected_version != current["row_version"]:
                 raise PreconditionFailed(f"{entity_key} {record_id} was changed by someone else",
                                          current_version=current["row_version"])
@@ -748,11 +750,7 @@ class RecordService:
         shares, users, units = self.system.shares, self.system.users, self.system.org_units
         now = dt.datetime.now(dt.UTC)
         with self.runtime.begin() as connection:
-            row = connection.execute(entity_access.get_live,
-                                     {"record_id": record_id}).mappings().first()
-            if row is None:
-                raise NotFound(f"{entity_key} {record_id} does not exist")
-            self._check_record(connection, entity_key, "assign", row)
+            self._live_row(connection, entity_access, entity_key, record_id, "assign")
             unit_id = None
             if user_id is not None and connection.execute(sa.select(users.c.id).where(
                     users.c.id == user_id, users.c.active.is_(True))).first() is None:
@@ -794,10 +792,7 @@ class RecordService:
         shares = self.system.shares
         now = dt.datetime.now(dt.UTC)
         with self.runtime.begin() as connection:
-            row = connection.execute(access.get_live, {"record_id": record_id}).mappings().first()
-            if row is None:
-                raise NotFound(f"{entity_key} {record_id} does not exist")
-            self._check_record(connection, entity_key, "assign", row)
+            self._live_row(connection, access, entity_key, record_id, "assign")
             if not 1 <= share_id <= ID_MAX:
                 raise NotFound(f"{entity_key} {record_id} has no share {share_id}")
             deleted = connection.execute(shares.delete().where(
