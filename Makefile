@@ -24,7 +24,7 @@ run: $(RUN_STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
-	. scripts/test-env.sh && $(BIN)/pytest -n 2
+	. scripts/test-env.sh && . scripts/browser-env.sh && $(BIN)/pytest -n 2
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
