@@ -695,3 +695,17 @@ def test_fields_selects_and_count_is_capped(demo: Demo, monkeypatch: pytest.Monk
     monkeypatch.setattr(records, "COUNT_CAP", 3)
     capped = service.list(CUSTOMER, ListQuery(count=True, limit=2))
     assert (capped.count, capped.count_exact) == (3, False)
+
+
+def test_a_time_with_an_offset_is_stored_as_the_same_instant(demo: Demo) -> None:
+    """SQLite keeps no offset: 10:30+08:00 must come back as 02:30Z, as on PostgreSQL."""
+    service = demo.service()
+    customer = service.create(CUSTOMER, {"display_name": "Offset"})
+    point = service.create(CONTACT_POINT, {
+        "customer": customer["id"], "channel": "email", "value": "o@example.com",
+        "consent_at": "2026-01-02T10:30:00+08:00"})
+    assert point["consent_at"] == "2026-01-02T02:30:00+00:00"
+    assert service.get(CONTACT_POINT, point["id"])["consent_at"] == "2026-01-02T02:30:00+00:00"
+    found = service.list(CONTACT_POINT, ListQuery(filter={
+        "field": "consent_at", "op": "eq", "value": "2026-01-02T02:30:00Z"}))
+    assert [p["id"] for p in found.items] == [point["id"]]

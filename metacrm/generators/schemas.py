@@ -115,10 +115,14 @@ class JsonValue(mf.Raw):
 
 
 class AwareDateTime(mf.AwareDateTime):
-    """ISO timestamps; a naive one is taken as UTC."""
+    """ISO timestamps; a naive one is taken as UTC; every value comes out in UTC (SQLite
+    keeps no offset, so 10:30+08:00 must be stored as 02:30, never as 10:30)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(default_timezone=dt.UTC, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return super()._deserialize(value, attr, data, **kwargs).astimezone(dt.UTC)
 
 
 def _type_check(field: Field, types: FieldTypeRegistry):

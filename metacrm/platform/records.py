@@ -339,6 +339,15 @@ class RecordService:
             self._expand(connection, access, [item], expand)
         return item
 
+    def links(self, entity_key: str, record_id: int,
+              names: Iterable[str] | None = None) -> dict[str, list[int]]:
+        """The ids each many_to_many field (all, or `names`) of a readable record links to."""
+        record = self.get(entity_key, record_id)  # NotFound unless the actor may read it
+        access = self.access(entity_key)
+        wanted = list(access.many) if names is None else [n for n in names if n in access.many]
+        with self.runtime.connect() as connection:
+            return self._read_links(connection, access, record["id"], wanted)
+
     def parse_filter(self, entity_key: str, document: Any) -> sa.ColumnElement[bool]:
         """A condition document (API `filter=`, a view) as SQL, checked against the fields
         the actor sees; paths through references see only the targets they may read."""
