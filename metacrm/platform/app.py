@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 
+from ..admin import build_admin
 from ..generators.api import build_api
 from ..metadata.describe import text
 from .runtime import Platform, TenantRuntime
@@ -23,9 +24,10 @@ def tenant_app(platform: Platform, runtime: TenantRuntime) -> Flask:
     def home() -> Any:
         return jsonify(tenant=runtime.slug, label=text(runtime.config.label),
                        version=runtime.version, modules=list(runtime.registry.modules),
-                       api="api/v1/openapi.json", docs="api/docs")
+                       api="api/v1/openapi.json", docs="api/docs", admin="admin/")
 
     build_api(app, platform, runtime)
+    build_admin(app, platform, runtime)
     return app
 
 
