@@ -786,6 +786,7 @@ def test_metadata_pages_are_for_administrators_only(demo: Demo) -> None:
     page_of(boss.get("_metadata/entity/customer.customer?unit=nope"), 404)
     versions = page_of(boss.get("_metadata/versions"))
     assert demo.runtime.version in versions and 'data-status="applied"' in versions
+    assert "retail, education" in versions and '{"entities"' not in versions  # a summary
     plan = page_of(boss.get("_metadata/plan"))
     assert 'id="plan-empty"' in plan
     write(demo, {f"tenants/{demo.slug}/overlays/tenant/extra.yaml": SMALL_VIEW})

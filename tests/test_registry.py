@@ -208,8 +208,10 @@ def test_a_shared_registry_lives_while_any_tenant_uses_it(tmp_path: Path) -> Non
 
 KEYS = ["en", "en-GB", "zh", "zh-Hant", "zh-Hans", "zh-Hant-TW", "fr", "fr-CA", "ja",
         ANY_LOCALE]
-LOCALES = ["en", "en-GB", "en-US", "zh", "zh-Hant", "zh-Hans", "zh-TW", "zh-Hant-TW",
-           "zh-Hant-HK", "fr", "fr-CA", "de", "ja", "pt-BR"]
+LOCALES = ["en", "en-GB", "en-US", "zh", "zh-Hant", "zh-Hans", "zh-TW", "zh-CN", "zh-SG",
+           "zh-HK", "zh-Hant-TW", "zh-Hant-HK", "fr", "fr-CA", "de", "ja", "pt-BR"]
+SCRIPT_OF_REGION = {"zh-TW": "zh-Hant", "zh-HK": "zh-Hant", "zh-CN": "zh-Hans",
+                    "zh-SG": "zh-Hans"}  # written out here, not imported: the model is ours
 
 texts = st.lists(st.sampled_from(KEYS), unique=True).flatmap(
     lambda keys: st.permutations(keys)).map(lambda keys: Text(tuple((k, f"<{k}>") for k in keys)))
@@ -223,6 +225,10 @@ def language(tag: str) -> str:
 def fallback_key(keys: list[str], locale: str | None) -> str:
     """The documented ladder: the tag and its shorter prefixes, any (`*`), English, first."""
     if locale:
+        if locale in keys:
+            return locale
+        if SCRIPT_OF_REGION.get(locale) in keys:  # zh-CN reads Simplified before zh
+            return SCRIPT_OF_REGION[locale]
         parts = locale.split("-")
         while parts:  # zh-Hant-TW, then zh-Hant, then zh
             if "-".join(parts) in keys:
@@ -262,7 +268,8 @@ def test_text_get_never_crosses_scripts_or_regions(value: Text, locale: str) -> 
     assume(locale not in keys and language(locale) != locale)
     assume(ANY_LOCALE in keys or "en" in keys)
     got = value.get(locale)[1:-1]
-    assert locale.startswith(got + "-") or language(got) != language(locale)
+    assert locale.startswith(got + "-") or language(got) != language(locale) or \
+        got == SCRIPT_OF_REGION.get(locale)
 
 
 @pytest.mark.parametrize(("values", "locale", "expected"), [
@@ -270,6 +277,9 @@ def test_text_get_never_crosses_scripts_or_regions(value: Text, locale: str) -> 
     ({"en": "Lead", "zh": "线索"}, "zh-Hant", "线索"),             # language prefix
     ({"en": "Lead", "zh-Hant": "線索"}, "zh", "線索"),             # bare language, a variant
     ({"zh-Hant": "線索", "en": "Lead"}, "zh-Hans", "Lead"),       # no cross-script: English
+    ({"zh-Hant": "線索", "zh-Hans": "线索", "en": "Lead"}, "zh-CN", "线索"),  # region's script
+    ({"zh-Hant": "線索", "en": "Lead"}, "zh-CN", "Lead"),         # never the other script
+    ({"zh-Hans": "线索", "zh-Hant": "線索"}, "zh-HK", "線索"),
     ({"fr": "Piste", "en": "Lead"}, "de", "Lead"),               # English
     ({"fr": "Piste", "ja": "リード"}, "de", "Piste"),              # first written
     ({"fr": "Piste", "ja": "リード"}, None, "Piste"),

@@ -8,6 +8,7 @@ definitions change, a reload shows new fields, forms and views with no restart.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,4 +43,15 @@ def build_admin(app: Flask, platform: Any, runtime: Any) -> AdminUI:
                   theme=Bootstrap4Theme(base_template="metacrm_admin/base.html", fluid=True))
     admin.add_view(RecordsView(ui))
     admin.add_view(MetadataView(ui))
+    app.add_template_filter(from_json_or_none, "from_json_or_none")
     return ui
+
+
+def from_json_or_none(value: Any) -> Any:
+    """A JSON text as data (a mapping or list passes through); None when it is not JSON."""
+    if isinstance(value, dict | list):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return None

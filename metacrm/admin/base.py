@@ -127,11 +127,13 @@ class SecureView(BaseView):
 
     def _handle_view(self, name: str, **kwargs: Any) -> Any:
         setattr(g, VISITOR, None)
-        if request.method == "POST" and not csrf_valid():
-            raise BadForm("the form's CSRF token is missing or wrong")
         user_id = session_user_id(self.ui.slug)
         visitor = load_visitor(self.ui.platform, self.ui.runtime, user_id) \
             if user_id is not None else None
+        if visitor is not None:  # known first, so a refusal speaks the visitor's language
+            setattr(g, VISITOR, visitor)
+        if request.method == "POST" and not csrf_valid():
+            raise BadForm("the form's CSRF token is missing or wrong")
         if visitor is None:
             if user_id is not None or session.get("tenant") not in (None, self.ui.slug):
                 session.clear()  # a deactivated user, or a session of another tenant

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ..metadata.ir import Text
+from ..metadata.ir import Text, locale_chain
 
 DEFAULT_LOCALE = "en"
 
@@ -413,12 +413,10 @@ def messages_for(locale: str | None) -> Mapping[str, str]:
     """The catalogue entry for `locale`: the tag, then shorter tags (zh-Hant-TW → zh-Hant),
     a bare language's first variant (zh → zh-Hant), then English."""
     if locale:
-        parts = locale.split("-")
-        while parts:
-            found = CATALOGUE.get("-".join(parts))
+        for tag in locale_chain(locale):
+            found = CATALOGUE.get(tag)
             if found is not None:
                 return found
-            parts.pop()
         language = locale.split("-")[0]
         for tag, found in CATALOGUE.items():
             if tag.split("-")[0] == language:

@@ -67,6 +67,20 @@ def thaw(value: Any) -> Any:
 
 
 ANY_LOCALE = "*"
+REGION_SCRIPTS = {"zh-CN": "zh-Hans", "zh-SG": "zh-Hans", "zh-MY": "zh-Hans",
+                  "zh-TW": "zh-Hant", "zh-HK": "zh-Hant", "zh-MO": "zh-Hant"}
+"""A region tag's script, tried right after the tag itself (zh-CN reads zh-Hans)."""
+
+
+def locale_chain(locale: str) -> list[str]:
+    """The tags to try for `locale`, most specific first: zh-Hant-TW → zh-Hant → zh;
+    zh-CN → zh-CN → zh-Hans → zh."""
+    parts = locale.split("-")
+    chain = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    script = REGION_SCRIPTS.get(locale)
+    if script is not None:
+        chain.insert(1, script)
+    return chain
 IR_FORMAT = 2
 """Part of every metadata version: bump it when the compiler starts to produce a different
 Registry from the same YAML (so every tenant is re-planned against the new output)."""
@@ -105,12 +119,9 @@ class Text:
         if not values:
             return default
         if locale:
-            parts = locale.split("-")
-            while parts:
-                tag = "-".join(parts)
+            for tag in locale_chain(locale):
                 if tag in values:
                     return values[tag]
-                parts.pop()
             if "-" not in locale:
                 for key, text in values.items():
                     if key.split("-")[0] == locale:
