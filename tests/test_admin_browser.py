@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from browserfixtures import SCREENSHOTS
+from browserfixtures import DEFAULT_TIMEOUT_MS, SCREENSHOTS
 from dbfixtures import BACKENDS, Backend
 from flask import Flask
 
@@ -72,7 +72,7 @@ def serve(demo: Demo, live_server: Callable[[Any], LiveServer], page: Page) -> L
     """Serve the demo's app; a 1280x800 page; `expect` waits as long as the page does."""
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=10_000)
+    expect.set_options(timeout=DEFAULT_TIMEOUT_MS)
     page.set_viewport_size(VIEWPORT)
     return live_server(demo.app)
 

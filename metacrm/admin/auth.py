@@ -72,14 +72,24 @@ class Account:
     password_hash: str | None
 
 
-def find_account(runtime: Any, *, user_id: int | None = None,
-                 username: str | None = None) -> Account | None:
-    users = runtime_system_tables(runtime).users
-    where = users.c.id == user_id if user_id is not None else users.c.username == username
-    with runtime.connect() as connection:
-        row = connection.execute(sa.select(
+def find_account(runtime: Any, *, user_id: int | None = None, username: str | None = None,
+                 connection: sa.Connection | None = None) -> Account | None:
+    """A user by id or username (on `connection`, else on one of its own)."""
+    tables = runtime_system_tables(runtime)
+    by = "id" if user_id is not None else "username"
+    statement = tables.statements.get(f"admin_account_{by}")
+    if statement is None:  # built once per version: the statement cache keeps its SQL
+        users = tables.users
+        statement = tables.statements[f"admin_account_{by}"] = sa.select(
             users.c.id, users.c.username, users.c.display_name, users.c.business_unit,
-            users.c.locale, users.c.active, users.c.password_hash).where(where)).first()
+            users.c.locale, users.c.active, users.c.password_hash).where(
+            users.c[by] == sa.bindparam("key"))
+    key = user_id if user_id is not None else username
+    if connection is None:
+        with runtime.connect() as own:
+            row = own.execute(statement, {"key": key}).first()
+    else:
+        row = connection.execute(statement, {"key": key}).first()
     if row is None:
         return None
     return Account(User(row.id, row.username, row.display_name, row.business_unit, row.locale),
@@ -161,10 +171,10 @@ class Visitor:
 
 def load_visitor(platform: Any, runtime: Any, user_id: int) -> Visitor | None:
     """The visitor for an active user id, or None (unknown or deactivated)."""
-    account = find_account(runtime, user_id=user_id)
-    if account is None or not account.active:
-        return None
-    with runtime.connect() as connection:
+    with runtime.connect() as connection:  # one connection for the user and their roles
+        account = find_account(runtime, user_id=user_id, connection=connection)
+        if account is None or not account.active:
+            return None
         principal = load_principal(connection, runtime_system_tables(runtime), account.user,
                                    runtime.registry.units)
     service = RecordService(runtime, Actor.of(principal), emit=platform.emit,

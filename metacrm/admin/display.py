@@ -54,9 +54,14 @@ def active_users(runtime: Any) -> list[tuple[int, str]]:
             USER_CHOICES_MAX)).all()
     return [(r.id, r.display_name) for r in rows]
 
-def user_ids_in(entity: Entity, records: Iterable[Mapping[str, Any]]) -> set[int]:
-    """Every user id the records' user fields and system user columns hold."""
+def user_ids_in(entity: Entity, records: Iterable[Mapping[str, Any]],
+                shown: Iterable[str] | None = None) -> set[int]:
+    """The user ids the records' user fields and system user columns hold (only those of
+    the `shown` fields and of the entity's title, when given: a list needs no others)."""
     names = [f.name for f in entity.fields if f.type == "user"] + sorted(USER_COLUMNS)
+    if shown is not None:
+        wanted = set(shown) | set(TITLE_PART.findall(entity.title or ""))
+        names = [n for n in names if n in wanted]
     return {r.get(n) for r in records for n in names if isinstance(r.get(n), int)}
 
 

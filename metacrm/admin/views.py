@@ -78,7 +78,8 @@ class RecordsView(FormPages):
                     raise
                 errors.append(exc.detail)
         items = page.items if page is not None else []
-        display = self.display(user_names(self.ui.runtime, user_ids_in(spec.entity, items)))
+        display = self.display(user_names(self.ui.runtime, user_ids_in(
+            spec.entity, items, [column.name for column in spec.columns])))
         rows = [Row(item["id"], display.title(spec.entity, item),
                     self.record_url(key, item["id"]),
                     tuple(_cell(display, column, item) for column in spec.columns))
@@ -157,7 +158,7 @@ class RecordsView(FormPages):
                 return jsonify(items=[])
         page = service.list(key, ListQuery(filter={"any": tests} if tests else None,
                                            limit=LOOKUP_LIMIT))
-        display = self.display(user_names(self.ui.runtime, user_ids_in(found, page.items)))
+        display = self.display(user_names(self.ui.runtime, user_ids_in(found, page.items, ())))
         return jsonify(items=[{"id": item["id"], "title": display.title(found, item)}
                               for item in page.items])
 
