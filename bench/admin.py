@@ -543,8 +543,8 @@ PASSES: list[tuple[str, str, str]] = [
     # (module, attribute, pass name): exclusive times, nested passes subtracted. Only
     # functions called once or a few times a request: each wrapper costs about 1 µs.
     ("metacrm.admin.base.SecureView", "_handle_view", "sign-in: session, rest of it"),
-    ("metacrm.admin.base", "load_visitor", "sign-in: load_visitor (2nd connection)"),
-    ("metacrm.admin.auth", "find_account", "sign-in: user row (1st connection)"),
+    ("metacrm.admin.base", "load_visitor", "sign-in: load_visitor (rest)"),
+    ("metacrm.admin.auth", "find_account", "sign-in: user row"),
     ("metacrm.admin.auth", "load_principal", "sign-in: principal (roles, units)"),
     ("metacrm.admin.base.SecureView", "_run_view",
      "view's own code (rows, cells, titles, URLs; form glue)"),

@@ -655,22 +655,17 @@ def token_create(ctx: click.Context, tenant_slug: str, username: str, name: str,
     """Print a new bearer token for USERNAME (shown once)."""
     import datetime as dt
 
-    import sqlalchemy as sa
-
-    from .platform.auth import issue_token
-    from .platform.systables import system_tables
+    from .platform.auth import issue_token, user_by_name
 
     platform = _platform(ctx)
     try:
         runtime = _runtime(platform, tenant_slug)
-        users = system_tables().users
         with runtime.begin() as connection:
-            user_id = connection.execute(sa.select(users.c.id).where(
-                users.c.username == username)).scalar()
-            if user_id is None:
+            found = user_by_name(connection, username)
+            if found is None:
                 raise click.ClickException(f"no user {username!r} in {tenant_slug}; create one "
                                            "with `metacrm user create`")
-            secret = issue_token(connection, user_id, name,
+            secret = issue_token(connection, found.id, name,
                                  dt.timedelta(days=days) if days else None)
     finally:
         platform.close()

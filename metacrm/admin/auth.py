@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from flask import request, session
 
-from ..platform.auth import User
-from ..platform.passwords import hash_password, verify_password
+from ..platform.auth import User, find_account
 from ..platform.permissions import Principal, load_principal
 from ..platform.records import Actor, RecordService
 from ..platform.systables import runtime_system_tables
@@ -61,58 +59,6 @@ def csrf_valid() -> bool:
 
 
 # -- users and passwords -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A tenant user as the admin needs them."""
-
-    user: User
-    active: bool
-    password_hash: str | None
-
-
-def find_account(runtime: Any, *, user_id: int | None = None, username: str | None = None,
-                 connection: sa.Connection | None = None) -> Account | None:
-    """A user by id or username (on `connection`, else on one of its own)."""
-    tables = runtime_system_tables(runtime)
-    by = "id" if user_id is not None else "username"
-    statement = tables.statements.get(f"admin_account_{by}")
-    if statement is None:  # built once per version: the statement cache keeps its SQL
-        users = tables.users
-        statement = tables.statements[f"admin_account_{by}"] = sa.select(
-            users.c.id, users.c.username, users.c.display_name, users.c.business_unit,
-            users.c.locale, users.c.active, users.c.password_hash).where(
-            users.c[by] == sa.bindparam("key"))
-    key = user_id if user_id is not None else username
-    if connection is None:
-        with runtime.connect() as own:
-            row = own.execute(statement, {"key": key}).first()
-    else:
-        row = connection.execute(statement, {"key": key}).first()
-    if row is None:
-        return None
-    return Account(User(row.id, row.username, row.display_name, row.business_unit, row.locale),
-                   bool(row.active), row.password_hash)
-
-
-class PasswordCheck:
-    """Checks a username and password; an unknown user costs one hash check too, so the
-    answer's timing does not tell which usernames exist."""
-
-    def __init__(self) -> None:
-        self._dummy: str | None = None
-
-    def __call__(self, runtime: Any, username: str, password: str) -> User | None:
-        account = find_account(runtime, username=username) if username else None
-        if account is None or not account.password_hash:
-            if self._dummy is None:
-                self._dummy = hash_password(secrets.token_urlsafe(16))
-            verify_password(self._dummy, password)
-            return None
-        if not verify_password(account.password_hash, password) or not account.active:
-            return None
-        return account.user
 
 
 def sign_in(slug: str, user: User) -> None:

@@ -12,8 +12,9 @@ from flask import Response, g, redirect, request, session, url_for
 from flask_admin import BaseView
 from werkzeug.exceptions import HTTPException
 
+from ..platform.auth import PasswordCheck
 from ..platform.records import Forbidden, NotFound, RecordError
-from .auth import PasswordCheck, Visitor, csrf_token, csrf_valid, load_visitor, session_user_id
+from .auth import Visitor, csrf_token, csrf_valid, load_visitor, session_user_id
 from .i18n import Translator, pick_locale
 
 log = logging.getLogger(__name__)

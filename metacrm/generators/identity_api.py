@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Flask, Response, request
 
 from ..metadata.ir import ACTIONS
-from ..platform.auth import issue_token
+from ..platform.auth import PasswordCheck, issue_token
 from ..platform.identity import IdentityService
-from ..platform.passwords import verify_password
 from ..platform.records import Forbidden, RecordError, ValidationFailed
-from ..platform.systables import runtime_system_tables
 from .api import EntityAPI, json_response
 
 
@@ -27,6 +24,8 @@ class Unprocessable(RecordError):
 
 def install_identity_routes(app: Flask, api: EntityAPI) -> None:
     """Add the identity routes to a version's sub-app (after build_api)."""
+
+    passwords = PasswordCheck()
 
     def identity() -> IdentityService:
         return IdentityService(api.runtime, api.principal())
@@ -82,14 +81,12 @@ def install_identity_routes(app: Flask, api: EntityAPI) -> None:
         if not isinstance(username, str) or not isinstance(password, str):
             raise ValidationFailed("send `username` and `password`",
                                    {"username": ["required"], "password": ["required"]})
-        users = runtime_system_tables(api.runtime).users
+        user = passwords(api.runtime, username, password)  # the admin's check, timing too
+        if user is None:
+            raise Unauthorized("the username or password is wrong")
+        name = body.get("name")
         with api.runtime.begin() as connection:
-            row = connection.execute(sa.select(users.c.id, users.c.password_hash).where(
-                users.c.username == username, users.c.active.is_(True))).first()
-            if row is None or not verify_password(row.password_hash, password):
-                raise Unauthorized("the username or password is wrong")
-            name = body.get("name")
-            issued = issue_token(connection, row.id,
+            issued = issue_token(connection, user.id,
                                  name[:100] if isinstance(name, str) and name else "login")
         return json_response({"token": issued, "token_type": "Bearer"}, 201)
 

@@ -7,10 +7,12 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
-from .systables import SystemTables, system_tables
+from .passwords import hash_password, verify_password
+from .systables import SystemTables, runtime_system_tables, system_tables
 
 TOKEN_PREFIX = "mcrm_"
 
@@ -67,18 +69,13 @@ def revoke_token(connection: sa.Connection, token: str) -> bool:
 
 def token_lookup(tables: SystemTables) -> sa.Select:
     """The token → user statement, built once per set of tables (its cache key is kept)."""
-    statement = tables.statements.get("token_lookup")
-    if statement is None:
-        tokens, users = tables.tokens, tables.users
-        statement = (
-            sa.select(users.c.id, users.c.username, users.c.display_name,
-                      users.c.business_unit, users.c.locale, tokens.c.expires_at,
-                      tokens.c.revoked_at)
-            .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
-            .where(tokens.c.token_hash == sa.bindparam("token_hash"),
-                   users.c.active.is_(True)))
-        tables.statements["token_lookup"] = statement
-    return statement
+    tokens, users = tables.tokens, tables.users
+    return tables.statement("token_lookup", lambda: (
+        sa.select(users.c.id, users.c.username, users.c.display_name,
+                  users.c.business_unit, users.c.locale, tokens.c.expires_at,
+                  tokens.c.revoked_at)
+        .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+        .where(tokens.c.token_hash == sa.bindparam("token_hash"), users.c.active.is_(True))))
 
 
 def user_for_token(connection: sa.Connection, token: str,
@@ -118,3 +115,56 @@ def user_by_name(connection: sa.Connection, username: str) -> User | None:
     if row is None:
         return None
     return User(row.id, row.username, row.display_name, row.business_unit, row.locale)
+
+
+# -- signing in with a password ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A tenant user with what signing in needs: active, and the password hash."""
+
+    user: User
+    active: bool
+    password_hash: str | None
+
+
+def find_account(runtime: Any, *, user_id: int | None = None, username: str | None = None,
+                 connection: sa.Connection | None = None) -> Account | None:
+    """A user by id or username (on `connection`, else on one of its own)."""
+    tables = runtime_system_tables(runtime)
+    by = "id" if user_id is not None else "username"
+    users = tables.users
+    statement = tables.statement(f"account_by_{by}", lambda: sa.select(
+        users.c.id, users.c.username, users.c.display_name, users.c.business_unit,
+        users.c.locale, users.c.active, users.c.password_hash).where(
+        users.c[by] == sa.bindparam("key")))
+    key = user_id if user_id is not None else username
+    if connection is None:
+        with runtime.connect() as own:
+            row = own.execute(statement, {"key": key}).first()
+    else:
+        row = connection.execute(statement, {"key": key}).first()
+    if row is None:
+        return None
+    return Account(User(row.id, row.username, row.display_name, row.business_unit, row.locale),
+                   bool(row.active), row.password_hash)
+
+
+class PasswordCheck:
+    """Checks a username and password; an unknown user costs one hash check too, so the
+    answer's timing does not tell which usernames exist."""
+
+    def __init__(self) -> None:
+        self._dummy: str | None = None
+
+    def __call__(self, runtime: Any, username: str, password: str) -> User | None:
+        account = find_account(runtime, username=username) if username else None
+        if account is None or not account.password_hash:
+            if self._dummy is None:
+                self._dummy = hash_password(secrets.token_urlsafe(16))
+            verify_password(self._dummy, password)
+            return None
+        if not verify_password(account.password_hash, password) or not account.active:
+            return None
+        return account.user

@@ -8,17 +8,16 @@ pseudo-entities ``_identity.user`` and ``_identity.unit``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from .auth import create_user, roles_of, set_roles
-from .orgtree import OrgError, OrgTree, OrgUnit, bump_org_version
+from .orgtree import OrgError, OrgTree, OrgUnit, bump_org_version, members_below
 from .passwords import hash_password
 from .permissions import ADMIN_ROLE, Principal
-from .records import ID_MAX, Conflict, Forbidden, NotFound, ValidationFailed
+from .records import ID_MAX, Conflict, Forbidden, NotFound, ValidationFailed, write_audit
 from .systables import runtime_system_tables
 
 USER_KEYS = frozenset({"username", "display_name", "email", "password", "locale", "active",
@@ -300,11 +299,9 @@ class IdentityService:
 
     def _audit(self, connection: sa.Connection, entity: str, record_id: int, action: str,
                changes: Mapping[str, Any]) -> None:
-        payload = {k: {"before": None, "after": v} for k, v in changes.items()}
-        connection.execute(self.tables.audit.insert().values(
-            entity=entity, record_id=record_id, action=action,
-            actor=self.principal.user_id if self.principal else None,
-            at=dt.datetime.now(dt.UTC), changes=json.loads(json.dumps(payload, default=str))))
+        write_audit(connection, self.tables, entity, record_id, action,
+                    self.principal.user_id if self.principal else None,
+                    {k: (None, v) for k, v in changes.items()}, dt.datetime.now(dt.UTC))
 
 
 USER_TEXT = {"username": (150, False), "display_name": (200, False), "email": (254, True),
@@ -363,13 +360,11 @@ def _thaw(value: Any) -> Any:
 
 def maintainers(connection: sa.Connection, tables: Any, team: str) -> set[int]:
     """The users of org unit `team` and its subtree: who may change definitions `team` owns."""
-    units, members = tables.org_units, tables.org_members
+    units = tables.org_units
     path = connection.execute(sa.select(units.c.path).where(units.c.name == team)).scalar()
     if path is None:
         return set()
-    return {r for (r,) in connection.execute(sa.select(members.c.user_id).select_from(
-        members.join(units, units.c.id == members.c.unit_id)).where(
-        units.c.path.startswith(path)))}
+    return {r for (r,) in connection.execute(members_below(tables, [path]))}
 
 
 def teams_of(connection: sa.Connection, tables: Any, user_id: int,

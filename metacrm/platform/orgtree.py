@@ -8,6 +8,7 @@ records reference users and units by id, so no record changes.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -31,6 +32,29 @@ def bump_org_version(connection: sa.Connection, tables: SystemTables) -> None:
     connection.execute(dialect.insert(counters).values(key=ORG_VERSION_KEY, value=1)
                        .on_conflict_do_update(index_elements=[counters.c.key],
                                               set_={"value": counters.c.value + 1}))
+
+
+def path_ids(path: str) -> list[int]:
+    """The unit ids along a materialized path, root first (`/1/4/9/` → [1, 4, 9])."""
+    return [int(part) for part in path.strip("/").split("/") if part]
+
+
+def members_below(tables: SystemTables, paths: Iterable[str]) -> sa.Select:
+    """SELECT of the user ids placed anywhere in the subtrees at `paths` (prefix matches)."""
+    members, units = tables.org_members, tables.org_units
+    return sa.select(members.c.user_id).select_from(
+        members.join(units, units.c.id == members.c.unit_id)).where(
+        sa.or_(*(units.c.path.startswith(path) for path in paths)))
+
+
+def nearest_business_unit(connection: sa.Connection, tables: SystemTables,
+                          path: str) -> str | None:
+    """The business unit of the unit at `path`: its own, else its nearest ancestor's."""
+    ids = path_ids(path)
+    units = tables.org_units
+    named = dict(connection.execute(sa.select(units.c.id, units.c.business_unit).where(
+        units.c.id.in_(ids), units.c.business_unit.is_not(None))).all())
+    return next((named[i] for i in reversed(ids) if named.get(i)), None)
 
 
 class OrgError(ValueError):
@@ -151,8 +175,7 @@ class OrgTree:
     def ancestors(self, name: str) -> list[OrgUnit]:
         """The unit's chain up to the root, nearest first."""
         unit = self.get(name)
-        ids = [int(part) for part in unit.path.strip("/").split("/")][:-1]
-        return [self.by_id(i) for i in reversed(ids)]
+        return [self.by_id(i) for i in reversed(path_ids(unit.path)[:-1])]
 
     def managers_above(self, user_id: int) -> list[int]:
         """Managers up the org tree from the user's primary unit (nearest first, no repeats)."""
@@ -162,13 +185,6 @@ class OrgTree:
                 if node.manager_id and node.manager_id != user_id and node.manager_id not in chain:
                     chain.append(node.manager_id)
         return chain
-
-    def subtree_users(self, path: str) -> sa.Select:
-        """SELECT of the user ids placed anywhere in the subtree at `path` (for scopes)."""
-        members, units = self.members, self.units
-        return (sa.select(members.c.user_id)
-                .select_from(members.join(units, units.c.id == members.c.unit_id))
-                .where(units.c.path.startswith(path)))
 
     def subtree(self, name: str) -> list[OrgUnit]:
         unit = self.get(name)
@@ -180,15 +196,7 @@ class OrgTree:
         """The business unit of `unit`: its own, else its nearest ancestor's."""
         if unit.business_unit:
             return unit.business_unit
-        ids = [int(part) for part in unit.path.strip("/").split("/")][:-1]
-        if not ids:
-            return None
-        rows = dict(self.connection.execute(sa.select(self.units.c.id, self.units.c.business_unit)
-                                            .where(self.units.c.id.in_(ids))).all())
-        for ancestor in reversed(ids):
-            if rows.get(ancestor):
-                return rows[ancestor]
-        return None
+        return nearest_business_unit(self.connection, self.system, unit.path)
 
     def all(self) -> list[OrgUnit]:
         rows = self.connection.execute(sa.select(self.units.c.id).order_by(self.units.c.path))

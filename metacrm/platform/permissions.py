@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 
 from ..engines.conditions import EvalContext, Node, evaluate, parse_condition, to_sql
 from ..metadata.ir import ACTIONS, Entity, ScopeRule
-from .orgtree import ORG_VERSION_KEY
+from .orgtree import ORG_VERSION_KEY, members_below, nearest_business_unit, path_ids
 from .systables import SystemTables, runtime_system_tables
 
 ADMIN_ROLE = "administrator"
@@ -62,10 +62,7 @@ class Principal:
     @property
     def share_unit_ids(self) -> tuple[int, ...]:
         """A share with a unit reaches its whole subtree: the user's units and ancestors."""
-        ids: set[int] = set()
-        for path in self.unit_paths:
-            ids.update(int(part) for part in path.strip("/").split("/") if part)
-        return tuple(sorted(ids))
+        return tuple(sorted({i for path in self.unit_paths for i in path_ids(path)}))
 
 
 def load_principal(connection: sa.Connection, tables: SystemTables, user: Any,
@@ -76,13 +73,13 @@ def load_principal(connection: sa.Connection, tables: SystemTables, user: Any,
     that names one), else from the user record; one the Registry does not know is None.
     """
     roles = frozenset(r for (r,) in connection.execute(
-        _statement(tables, "principal_roles", lambda: sa.select(tables.user_roles.c.role).where(
+        tables.statement("principal_roles", lambda: sa.select(tables.user_roles.c.role).where(
             tables.user_roles.c.user_id == sa.bindparam("user_id"))), {"user_id": user.id}))
     units, members = tables.org_units, tables.org_members
     counters = tables.counters
     org_version = sa.select(counters.c.value).where(
         counters.c.key == ORG_VERSION_KEY).scalar_subquery()
-    placed = connection.execute(_statement(tables, "principal_units", lambda: sa.select(
+    placed = connection.execute(tables.statement("principal_units", lambda: sa.select(
         units.c.id, units.c.path, members.c.is_primary,
         org_version.label("org_version")).select_from(
         members.join(units, units.c.id == members.c.unit_id)).where(
@@ -90,13 +87,8 @@ def load_principal(connection: sa.Connection, tables: SystemTables, user: Any,
         members.c.is_primary.desc(), units.c.id)), {"user_id": user.id}).all()
     business_unit = user.business_unit
     if placed:
-        ids = [int(p) for p in placed[0].path.strip("/").split("/")]
-        named = dict(connection.execute(sa.select(units.c.id, units.c.business_unit).where(
-            units.c.id.in_(ids), units.c.business_unit.is_not(None))).all())
-        for unit_id in reversed(ids):
-            if named.get(unit_id):
-                business_unit = named[unit_id]
-                break
+        business_unit = nearest_business_unit(connection, tables, placed[0].path) or \
+            business_unit
     known = set(known_units)
     if business_unit not in known:
         business_unit = None
@@ -104,13 +96,6 @@ def load_principal(connection: sa.Connection, tables: SystemTables, user: Any,
                      tuple(r.id for r in placed), tuple(r.path for r in placed),
                      getattr(user, "locale", None),
                      (placed[0].org_version or 0) if placed else 0)
-
-
-def _statement(tables: SystemTables, name: str, build: Any) -> Any:
-    statement = tables.statements.get(name)
-    if statement is None:
-        statement = tables.statements[name] = build()
-    return statement
 
 
 # -- policies: what a set of roles may do, per entity ---------------------------------------
@@ -281,13 +266,11 @@ class Guard:
 
     def _people_select(self, scope: str) -> sa.Select:
         """The user ids of the principal's units (team) or of their subtrees (subtree)."""
-        members, units = self.tables.org_members, self.tables.org_units
         if scope == "team":
+            members = self.tables.org_members
             return sa.select(members.c.user_id).where(
                 members.c.unit_id.in_(self.principal.unit_ids))
-        return sa.select(members.c.user_id).select_from(
-            members.join(units, units.c.id == members.c.unit_id)).where(
-            sa.or_(*(units.c.path.startswith(path) for path in self.principal.unit_paths)))
+        return members_below(self.tables, self.principal.unit_paths)
 
     def _people(self, scope: str, connection: sa.Connection | None = None) -> frozenset[int]:
         """The people a team or subtree scope reaches, cached per org version."""

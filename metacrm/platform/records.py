@@ -881,15 +881,8 @@ class RecordService:
 
     def _audit(self, connection: sa.Connection, entity_key: str, record_id: int, action: str,
                changes: Mapping[str, tuple[Any, Any]], at: dt.datetime) -> None:
-        payload = {k: {"before": _jsonable(b), "after": _jsonable(a)}
-                   for k, (b, a) in changes.items()}
-        statement = self.system.statements.get("audit_insert")
-        if statement is None:
-            statement = self.system.statements["audit_insert"] = self.system.audit.insert()
-        connection.execute(statement, {
-            "entity": entity_key, "record_id": record_id, "action": action,
-            "actor": self.actor.user_id, "at": at,
-            "changes": json.loads(json.dumps(payload, default=str))})
+        write_audit(connection, self.system, entity_key, record_id, action, self.actor.user_id,
+                    changes, at)
 
     def history(self, entity_key: str, record_id: int) -> list[dict[str, Any]]:
         audit = self.system.audit
@@ -921,6 +914,17 @@ class RecordService:
             # answer (a client seeing an error would retry and write it twice)
             log.exception("a record_event listener failed for %s %s %s", kind, entity_key,
                           record_id)
+
+
+def write_audit(connection: sa.Connection, system: SystemTables, entity: str, record_id: int,
+                action: str, actor: int | None, changes: Mapping[str, tuple[Any, Any]],
+                at: dt.datetime) -> None:
+    """One audit entry: each changed key with its value before and after (as JSON)."""
+    payload = {k: {"before": _jsonable(b), "after": _jsonable(a)}
+               for k, (b, a) in changes.items()}
+    connection.execute(system.statement("audit_insert", system.audit.insert), {
+        "entity": entity, "record_id": record_id, "action": action, "actor": actor,
+        "at": at, "changes": json.loads(json.dumps(payload, default=str))})
 
 
 def _existing_id(entity_key: str, record_id: int) -> None:

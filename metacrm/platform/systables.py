@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,14 @@ class SystemTables:
     user_roles: sa.Table
     shares: sa.Table
     statements: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def statement(self, name: str, build: Callable[[], Any]) -> Any:
+        """The statement `name`, built once per set of tables: reusing one object keeps its
+        cache key, so the runtime's compiled cache finds its SQL without recompiling."""
+        found = self.statements.get(name)
+        if found is None:
+            found = self.statements[name] = build()
+        return found
 
 
 def system_tables() -> SystemTables:
