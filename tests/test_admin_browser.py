@@ -100,6 +100,8 @@ def sign_in(page: Page, server: LiveServer, demo: Demo, username: str,
     page.fill("#field-password", PASSWORD)
     page.click("#login-submit")
     page.wait_for_selector("#signed-in-user")
+    # the page's scripts (the pickers) start on DOMContentLoaded: typing before then is lost
+    page.wait_for_load_state("load")
 
 
 def row_ids(page: Page) -> list[int]:
