@@ -14,12 +14,21 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from flask import Flask
+    from sqlalchemy import Connection
+
+    from .engines.actions import RuleAction
     from .engines.conditions.operators import Operator
+    from .generators.api import EntityAPI
     from .metadata.checks import CheckContext
     from .metadata.diagnostics import Diagnostic
     from .metadata.fieldtypes import FieldType
     from .metadata.kinds import DefinitionKind
+    from .platform.channels import Channel
     from .platform.events import RecordEvent
+    from .platform.jobs import JobSpec
+    from .platform.records import RecordService
+    from .platform.runtime import Platform
 
 PROJECT = "metacrm"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -56,5 +65,44 @@ def register_condition_operators() -> list[Operator]:
 
 
 @hookspec
-def record_event(event: RecordEvent) -> None:
-    """Called after a record is created, updated, deleted or restored (committed)."""
+def record_writing(event: RecordEvent, connection: Connection, service: RecordService) -> None:
+    """Called inside a record write's transaction, after the row is written; raising a
+    ``RecordError`` refuses the write and rolls it back (workflows, duplicate checks, the
+    rules engine's outbox)."""
+
+
+@hookspec
+def record_event(event: RecordEvent, platform: Platform) -> None:
+    """Called after a record is created, updated, deleted, restored or assigned (committed)."""
+
+
+# -- web (per Registry version) -----------------------------------------------------------------
+
+
+@hookspec
+def install_api_routes(app: Flask, api: EntityAPI) -> None:
+    """Add routes to a tenant version's API sub-app (transitions, merge, 360 views...);
+    endpoints named `api_*` are authenticated like the generated ones."""
+
+
+@hookspec
+def extend_openapi(document: dict, api: EntityAPI, service: RecordService | None) -> None:
+    """Add the paths of routes installed by `install_api_routes` to the caller's OpenAPI."""
+
+
+# -- automation (run time) ------------------------------------------------------------------
+
+
+@hookspec
+def register_rule_actions() -> list[RuleAction]:
+    """Return actions that rules and workflow transitions may run (set, create, notify...)."""
+
+
+@hookspec
+def register_channels() -> list[Channel]:
+    """Return message channels (email, sms, push...) that notify actions send through."""
+
+
+@hookspec
+def register_jobs() -> list[JobSpec]:
+    """Return background jobs: tasks the engines enqueue and periodic sweeps beat runs."""

@@ -311,6 +311,8 @@ class EntityAPI:
             scope = self.visible_scope(service) if service else self.registry.scope(None)
             document = build_openapi(scope, tenant=self.runtime.slug,
                                      version=self.registry.version)
+            self.platform.plugins.hook.extend_openapi(document=document, api=self,
+                                                      service=service)
             self._openapi[key] = document
         return document
 
@@ -492,6 +494,7 @@ def build_api(app: Flask, platform: Any, runtime: Any) -> EntityAPI:
     from .identity_api import install_identity_routes
 
     install_identity_routes(app, api)
+    platform.plugins.hook.install_api_routes(app=app, api=api)
 
     @app.get("/api/docs")
     def api_docs() -> Response:

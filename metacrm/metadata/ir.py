@@ -227,6 +227,8 @@ class Entity:
     search: tuple[str, ...] = ()
     indexes: tuple[Index, ...] = ()
     renamed_from: tuple[str, ...] = ()
+    duplicates: tuple[MatchRule, ...] = ()
+    """Duplicate-detection match rules (see docs/language.md#duplicates)."""
     source: Source | None = field(default=None, compare=False)
     _by_name: FrozenDict[str, Field] = field(default_factory=FrozenDict, compare=False,
                                               repr=False)
@@ -369,6 +371,216 @@ class Relation:
     on_delete: str | None = None
 
 
+
+# -- duplicates -----------------------------------------------------------------------------
+
+NORMALISERS = ("exact", "text", "email", "phone", "company")
+"""How a match key's field is normalised before comparing (see docs/language.md#duplicates)."""
+MATCH_ACTIONS = ("block", "review")
+
+
+@dataclass(frozen=True, slots=True)
+class MatchKey:
+    """One field of a match rule and how its value is normalised."""
+
+    field: str
+    normalise: str = "exact"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRule:
+    """Records whose normalised keys are all equal are duplicate candidates.
+
+    `block` refuses the write (409 with the candidates); `review` lets it through and
+    puts the pair in the review queue. Nothing is ever merged automatically.
+    """
+
+    name: str
+    keys: tuple[MatchKey, ...]
+    action: str = "review"
+    when: Any = None  # a condition the new record must meet for the rule to apply
+    source: Source | None = field(default=None, compare=False)
+
+
+# -- workflows ------------------------------------------------------------------------------
+
+APPROVERS = ("role", "manager")
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """One state of a workflow (a value of its enum field)."""
+
+    name: str
+    label: Text = Text(())
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """Who must approve a transition before it happens.
+
+    `by: role`: `count` of the users holding one of `roles` (n of m). `by: manager`: the
+    record owner's managers up the org tree, `levels` of them, nearest first.
+    """
+
+    by: str
+    roles: tuple[str, ...] = ()
+    count: int = 1
+    levels: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A named move between states, with who may take it and what must hold."""
+
+    name: str
+    from_states: tuple[str, ...]
+    to: str
+    label: Text = Text(())
+    roles: tuple[str, ...] = ()  # empty: anyone with the `transition` action
+    when: Any = None
+    requires: tuple[str, ...] = ()
+    approval: Approval | None = None
+    actions: tuple[FrozenDict[str, Any], ...] = ()  # each {action_name: params}
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """A state machine over one enum field of one entity."""
+
+    module: str
+    name: str
+    entity: str
+    field: str
+    states: tuple[State, ...]
+    transitions: tuple[Transition, ...]
+    initial: str
+    label: Text = Text(())
+    origin: str = "module"
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def transition(self, name: str) -> Transition | None:
+        return next((t for t in self.transitions if t.name == name), None)
+
+
+# -- automation rules -----------------------------------------------------------------------
+
+TRIGGERS = ("created", "updated", "changed", "deleted", "transitioned", "schedule", "after")
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What starts a rule.
+
+    created | updated | deleted: that record event; changed: an update touching one of
+    `fields`; transitioned: a workflow transition (`transitions` names, empty: any);
+    schedule: a `cron` expression (in the tenant's timezone); after: `delay` (seconds,
+    negative = before) relative to the date or datetime `field`.
+    """
+
+    kind: str
+    fields: tuple[str, ...] = ()
+    transitions: tuple[str, ...] = ()
+    cron: str | None = None
+    field: str | None = None
+    delay: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Automation: when `trigger` fires and `when` holds for the record, run `actions`."""
+
+    module: str
+    name: str
+    entity: str
+    trigger: Trigger
+    actions: tuple[FrozenDict[str, Any], ...]  # each {action_name: params}
+    when: Any = None
+    label: Text = Text(())
+    enabled: bool = True
+    origin: str = "module"
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+# -- calendars and service levels -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """Business hours: per weekday (0 = Monday) a list of (start, end) "HH:MM" spans,
+    in `timezone`, minus `holidays` (ISO dates)."""
+
+    module: str
+    name: str
+    timezone: str
+    hours: FrozenDict[int, tuple[tuple[str, str], ...]]
+    holidays: tuple[str, ...] = ()
+    label: Text = Text(())
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SlaClock:
+    """One clock of a policy: runs from `start` until `stop` holds, in business time.
+
+    `start`: `created` or a condition; `stop`: a condition (e.g. first_response_at set);
+    `targets`: seconds of business time per value of the policy's `by` field (key "" is
+    the default).
+    """
+
+    name: str
+    stop: Any
+    targets: FrozenDict[str, int]
+    start: Any = None  # None: from creation
+    field: str | None = None  # a datetime field that records when the clock failed
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationLevel:
+    """At `at` (fraction of the target, 1.0 = breached) notify or reassign up the tree."""
+
+    at: float
+    levels_up: int = 1
+    actions: tuple[FrozenDict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SlaPolicy:
+    """Service-level clocks over one entity's records, in a calendar's business time."""
+
+    module: str
+    name: str
+    entity: str
+    calendar: str
+    clocks: tuple[SlaClock, ...]
+    when: Any = None  # which records the policy covers
+    by: str | None = None  # the field whose value picks the targets (e.g. priority)
+    pause_when: Any = None  # while it holds, every clock of the record is paused
+    warn_at: float = 0.8
+    escalations: tuple[EscalationLevel, ...] = ()
+    label: Text = Text(())
+    origin: str = "module"
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
 ACTIONS = ("read", "create", "update", "delete", "restore", "export", "import", "transition",
            "assign")
 """What a role may do to an entity's records; each action is granted with a scope."""
@@ -420,6 +632,17 @@ class Scope:
     forms: FrozenDict[str, Form]
     views: FrozenDict[str, View]
     roles: FrozenDict[str, Role] = field(default_factory=FrozenDict)
+    workflows: FrozenDict[str, Workflow] = field(default_factory=FrozenDict)
+    rules: FrozenDict[str, Rule] = field(default_factory=FrozenDict)
+    calendars: FrozenDict[str, Calendar] = field(default_factory=FrozenDict)
+    sla_policies: FrozenDict[str, SlaPolicy] = field(default_factory=FrozenDict)
+
+    def workflow_for(self, entity: str) -> Workflow | None:
+        """The workflow over `entity`'s records in this scope (at most one per entity)."""
+        return next((w for w in self.workflows.values() if w.entity == entity), None)
+
+    def rules_for(self, entity: str) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules.values() if r.entity == entity and r.enabled)
 
     def forms_for(self, entity: str) -> tuple[Form, ...]:
         return tuple(f for f in self.forms.values() if f.entity == entity)

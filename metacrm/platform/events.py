@@ -11,8 +11,11 @@ from typing import Any
 class RecordEvent:
     """A committed change to one record.
 
-    ``kind`` is created, updated, deleted or restored; ``changes`` maps each changed
-    field to its (before, after) values; ``record`` is the record after the change.
+    ``kind`` is created, updated, deleted, restored or assigned; ``changes`` maps each
+    changed field to its (before, after) values; ``record`` is the record after the
+    change; ``transition`` names the workflow transition that made an update; ``depth``
+    counts how many automations led to it (rules stop at a limit); ``unit`` is the
+    acting user's business unit.
     """
 
     tenant: str
@@ -25,6 +28,8 @@ class RecordEvent:
     record: dict[str, Any] = field(default_factory=dict)
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     depth: int = 0
+    transition: str | None = None
+    unit: str | None = None
 
     @property
     def changed_fields(self) -> frozenset[str]:

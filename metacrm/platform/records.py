@@ -552,11 +552,16 @@ class RecordService:
             changes = {k: (None, record.get(k)) for k in values}
             changes.update({k: (None, sorted(set(v))) for k, v in links.items()})
             self._audit(connection, entity_key, record_id, "created", changes, now)
-        self._emit(entity_key, record_id, "created", record, changes, now)
+            event = self._event(entity_key, record_id, "created", record, changes, now)
+            self._writing(connection, event)
+        self._emit(event)
         return record
 
     def update(self, entity_key: str, record_id: int, data: Any, *,
-               expected_version: int | None = None) -> dict[str, Any]:
+               expected_version: int | None = None,
+               transition: str | None = None) -> dict[str, Any]:
+        """Change a record. `transition` names the workflow transition making the change
+        (only the workflow engine passes it; a workflow refuses state changes without)."""
         self.require(entity_key, "update")
         access = self.access(entity_key)
         _existing_id(entity_key, record_id)
@@ -597,10 +602,13 @@ class RecordService:
             record = access.to_json(row)
             changes = {k: (before.get(k), record.get(k)) for k in changed}
             changes.update({k: (old_links[k], v) for k, v in links.items()})
+            event = self._event(entity_key, record_id, "updated", record, changes, now,
+                                transition)
             if changes:
                 self._audit(connection, entity_key, record_id, "updated", changes, now)
+                self._writing(connection, event)
         if changes:
-            self._emit(entity_key, record_id, "updated", record, changes, now)
+            self._emit(event)
         return record
 
     def delete(self, entity_key: str, record_id: int, *,
@@ -644,7 +652,9 @@ class RecordService:
             changes = {"deleted_at": (None if deleting else _jsonable(current.deleted_at),
                                       record["deleted_at"])}
             self._audit(connection, entity_key, record_id, kind, changes, now)
-        self._emit(entity_key, record_id, kind, record, changes, now)
+            event = self._event(entity_key, record_id, kind, record, changes, now)
+            self._writing(connection, event)
+        self._emit(event)
         return record
 
     def bulk_upsert(self, entity_key: str, rows: Sequence[Any], *,
@@ -734,7 +744,9 @@ class RecordService:
             record = access.to_json(row)
             changes = {"owner": (current["owner"], owner)}
             self._audit(connection, entity_key, record_id, "assigned", changes, now)
-        self._emit(entity_key, record_id, "assigned", record, changes, now)
+            event = self._event(entity_key, record_id, "assigned", record, changes, now)
+            self._writing(connection, event)
+        self._emit(event)
         return record
 
     def share(self, entity_key: str, record_id: int, *, user_id: Any = None, unit: Any = None,
@@ -900,20 +912,31 @@ class RecordService:
                                     if k not in hidden}
         return entries
 
-    def _emit(self, entity_key: str, record_id: int, kind: str, record: dict[str, Any],
-              changes: dict[str, tuple[Any, Any]], at: dt.datetime) -> None:
+    def _event(self, entity_key: str, record_id: int, kind: str, record: dict[str, Any],
+               changes: dict[str, tuple[Any, Any]], at: dt.datetime,
+               transition: str | None = None) -> RecordEvent:
+        return RecordEvent(self.runtime.slug, entity_key, record_id, kind, self.actor.user_id,
+                           at, self.registry.version, record,
+                           {k: (_jsonable(b), _jsonable(a)) for k, (b, a) in changes.items()},
+                           self.actor.depth, transition, self.actor.unit)
+
+    def _writing(self, connection: sa.Connection, event: RecordEvent) -> None:
+        """Let plugins act inside the write's transaction (`record_writing`): a workflow
+        refuses a state change made around it, the rules engine records its work; a
+        RecordError raised here rolls the whole change back."""
+        hooks = getattr(self.runtime, "hooks", None)
+        if hooks is not None:
+            hooks.record_writing(event=event, connection=connection, service=self)
+
+    def _emit(self, event: RecordEvent) -> None:
         if self.emit is None:
             return
-        event = RecordEvent(self.runtime.slug, entity_key, record_id, kind, self.actor.user_id,
-                            at, self.registry.version, record,
-                            {k: (_jsonable(b), _jsonable(a)) for k, (b, a) in changes.items()},
-                            self.actor.depth)
         try:
             self.emit(event)
         except Exception:  # the change is committed: a failing listener must not undo the
             # answer (a client seeing an error would retry and write it twice)
-            log.exception("a record_event listener failed for %s %s %s", kind, entity_key,
-                          record_id)
+            log.exception("a record_event listener failed for %s %s %s", event.kind,
+                          event.entity, event.record_id)
 
 
 def write_audit(connection: sa.Connection, system: SystemTables, entity: str, record_id: int,

@@ -66,6 +66,13 @@ class TenantRuntime:
     compiled_cache: CompiledCache = field(default_factory=CompiledCache, compare=False)
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
     """Per-version caches (schemas, table access); they go with the version."""
+    platform: Any = field(default=None, compare=False, repr=False)
+    """The Platform serving this runtime (engines reach jobs and plugins through it)."""
+
+    @property
+    def hooks(self) -> Any:
+        """The plugin hooks (None for a runtime built outside a Platform)."""
+        return None if self.platform is None else self.platform.plugins.hook
 
     @property
     def version(self) -> str:
@@ -130,6 +137,8 @@ class Platform:
         self._catalog = Catalog()
         self._statement_cache = CompiledCache(50)
         self._operators: Any = None
+        self.extensions: dict[str, Any] = {}
+        """Per-platform state of engines and plugins (jobs, channels, rule engine), by name."""
         self.store.upgrade()
 
     # -- events and engines -------------------------------------------------------------------
@@ -157,7 +166,9 @@ class Platform:
         The change is already committed: one failing receiver is logged and never keeps
         the others from the event.
         """
-        plugins = [partial(impl.function, event=event)
+        plugins = [partial(impl.function, **{k: v for k, v in
+                                             (("event", event), ("platform", self))
+                                             if k in impl.argnames})
                    for impl in self.plugins.hook.record_event.get_hookimpls()]
         subscribers = [partial(callback, event) for callback in self._subscribers]
         for deliver in [*plugins, *subscribers]:
@@ -293,7 +304,7 @@ class Platform:
             return current
         keys = {entity.id: key for key, entity in registry.entities.items()}
         runtime = TenantRuntime(slug, config, registry, build_tables(desired, keys), db,
-                                self.compiler.types)
+                                self.compiler.types, platform=self)
         self._runtimes[slug] = runtime
         self._checked[slug] = time.monotonic()
         return runtime
