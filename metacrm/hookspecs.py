@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from flask import Flask
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, MetaData, Table
 
     from .engines.actions import RuleAction
     from .engines.conditions.operators import Operator
@@ -74,6 +74,12 @@ def record_writing(event: RecordEvent, connection: Connection, service: RecordSe
 @hookspec
 def record_event(event: RecordEvent, platform: Platform) -> None:
     """Called after a record is created, updated, deleted, restored or assigned (committed)."""
+
+
+@hookspec
+def register_system_tables(metadata: MetaData) -> list[Table]:
+    """Return system tables (on `metadata`) a plugin keeps in every tenant's database;
+    they are created on reload and reached with ``SystemTables.table(name)``."""
 
 
 # -- web (per Registry version) -----------------------------------------------------------------

@@ -8,6 +8,7 @@ each tenant's own database, checked at most once per ``check_interval`` seconds.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -137,11 +138,17 @@ class Platform:
         self._catalog = Catalog()
         self._statement_cache = CompiledCache(50)
         self._operators: Any = None
+        self.clock: Callable[[], dt.datetime] = partial(dt.datetime.now, dt.UTC)
+        """What time it is for the engines (sweeps, SLA clocks); tests set their own."""
         self.extensions: dict[str, Any] = {}
         """Per-platform state of engines and plugins (jobs, channels, rule engine), by name."""
         self.store.upgrade()
 
     # -- events and engines -------------------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        """The engines' current time (aware, UTC), from `clock`."""
+        return self.clock()
 
     @property
     def plugins(self) -> pluggy.PluginManager:
@@ -262,7 +269,7 @@ class Platform:
                                     result.diagnostics, error=f"migration failed: {exc}")
             if migration.applied or previous is None:
                 with migration_transaction(db) as connection:  # under the lock: no CREATE race
-                    ensure_system_tables(connection)
+                    ensure_system_tables(connection, self.plugins)
             if migration.applied:
                 self.store.record_migration(
                     slug, migration.plan.to_dict(), "applied",

@@ -23,6 +23,12 @@ class SystemTables:
     user_roles: sa.Table
     shares: sa.Table
     statements: dict[str, Any] = field(default_factory=dict, compare=False)
+    extra: dict[str, sa.Table] = field(default_factory=dict, compare=False)
+    """Tables that plugins add (`register_system_tables`), by name."""
+
+    def table(self, name: str) -> sa.Table:
+        """A plugin's system table, e.g. ``_metacrm_rule_runs``."""
+        return self.extra[name]
 
     def statement(self, name: str, build: Callable[[], Any]) -> Any:
         """The statement `name`, built once per set of tables: reusing one object keeps its
@@ -33,8 +39,9 @@ class SystemTables:
         return found
 
 
-def system_tables() -> SystemTables:
-    """Fresh table objects (schema-less; tenancy maps them to the tenant)."""
+def system_tables(plugins: Any = None) -> SystemTables:
+    """Fresh table objects (schema-less; tenancy maps them to the tenant), with the tables
+    plugins register when a plugin manager is given."""
     metadata = sa.MetaData()
     audit = sa.Table(
         "_metacrm_audit", metadata,
@@ -117,12 +124,17 @@ def system_tables() -> SystemTables:
         sa.Index("ix__metacrm_shares_record", "entity", "record_id"),
         sa.Index("ix__metacrm_shares_user", "user_id", "entity"),
         sa.Index("ix__metacrm_shares_unit", "unit_id", "entity"))
+    extra: dict[str, sa.Table] = {}
+    if plugins is not None:
+        for batch in plugins.hook.register_system_tables(metadata=metadata):
+            for table in batch:
+                extra[table.name] = table
     return SystemTables(metadata, audit, counters, users, tokens, org_units, org_members,
-                        user_roles, shares)
+                        user_roles, shares, extra=extra)
 
 
-def ensure_system_tables(connection: sa.Connection) -> SystemTables:
-    tables = system_tables()
+def ensure_system_tables(connection: sa.Connection, plugins: Any = None) -> SystemTables:
+    tables = system_tables(plugins)
     tables.metadata.create_all(connection, checkfirst=True)
     return tables
 
@@ -132,6 +144,7 @@ def runtime_system_tables(runtime: Any) -> SystemTables:
     version's compiled cache instead of compiling against new Table objects)."""
     tables = runtime.extras.get("system_tables")
     if tables is None:
-        tables = system_tables()
+        platform = getattr(runtime, "platform", None)
+        tables = system_tables(None if platform is None else platform.plugins)
         runtime.extras["system_tables"] = tables
     return tables
