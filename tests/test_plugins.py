@@ -332,6 +332,120 @@ def test_record_event_reaches_plugins(write_library, tmp_path: Path) -> None:
     assert log.events[1].version == runtime.version
 
 
+# -- record_writing and register_system_tables ----------------------------------------------
+
+class WriteJournal:
+    """Keeps its own system table of writes, written inside each write's transaction, and
+    refuses a lead whose status is `won` without a prior `new` (to show the rollback)."""
+
+    @hookimpl
+    def register_system_tables(self, metadata: Any) -> list[Any]:
+        import sqlalchemy as sa
+
+        return [sa.Table("_metacrm_test_journal", metadata,
+                         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+                         sa.Column("entity", sa.String(100), nullable=False),
+                         sa.Column("record_id", sa.Integer, nullable=False),
+                         sa.Column("kind", sa.String(16), nullable=False))]
+
+    @hookimpl
+    def record_writing(self, event: Any, connection: Any, service: Any) -> None:
+        from metacrm.platform.records import Conflict
+
+        journal = service.system.table("_metacrm_test_journal")
+        connection.execute(journal.insert().values(entity=event.entity,
+                                                   record_id=event.record_id, kind=event.kind))
+        if event.kind == "created" and event.record.get("status") == "won":
+            raise Conflict("a lead starts as new")
+
+
+def test_record_writing_runs_inside_the_write_and_can_refuse_it(write_library,
+                                                                tmp_path: Path) -> None:
+    """The hook writes in the same transaction as the record: a refusal rolls back both,
+    and the plugin's own system table exists in the tenant's database."""
+    import sqlalchemy as sa
+
+    from metacrm.platform.records import Conflict, RecordService
+    from metacrm.platform.runtime import Platform
+    from metacrm.platform.settings import Settings
+    from metacrm.platform.systables import runtime_system_tables
+
+    library = write_library({**MODULE, **LEAD, "tenants/aa/tenant.yaml": TENANT.format(slug="aa")})
+    manager = make_plugin_manager(extra_plugins=[WriteJournal()], load_entrypoints=False)
+    platform = Platform(Settings(library.root, tmp_path / "var"), manager)
+    try:
+        assert platform.create_tenant("aa").ok
+        runtime = platform.runtime("aa")
+        service = RecordService(runtime, emit=platform.emit)
+        created = service.create("crm.lead", {"status": "new"})
+        service.update("crm.lead", created["id"], {"status": "won"})
+        with pytest.raises(Conflict, match="starts as new"):
+            service.create("crm.lead", {"status": "won"})
+        journal = runtime_system_tables(runtime).table("_metacrm_test_journal")
+        leads = runtime.tables.by_entity["crm.lead"]
+        with runtime.connect() as connection:
+            rows = connection.execute(sa.select(journal.c.record_id, journal.c.kind)
+                                      .order_by(journal.c.id)).all()
+            lead_count = connection.execute(sa.select(sa.func.count()).select_from(leads)
+                                            ).scalar_one()
+    finally:
+        platform.close()
+    assert [tuple(r) for r in rows] == [(created["id"], "created"), (created["id"], "updated")]
+    assert lead_count == 1
+
+
+# -- install_api_routes and extend_openapi ----------------------------------------------------
+
+class PingRoutes:
+    """A route on every tenant's API (authenticated like the rest) and its OpenAPI path."""
+
+    @hookimpl
+    def install_api_routes(self, app: Any, api: Any) -> None:
+        from metacrm.generators.api import json_response
+
+        def ping() -> Any:
+            return json_response({"tenant": api.runtime.slug,
+                                  "user": api.principal().user_id})
+
+        app.add_url_rule("/api/v1/_ping", "api_ping", ping, methods=["GET"])
+
+    @hookimpl
+    def extend_openapi(self, document: dict, api: Any, service: Any) -> None:
+        document["paths"]["/api/v1/_ping"] = {"get": {
+            "operationId": "ping", "summary": "Who am I, where",
+            "responses": {"200": {"description": "The tenant and the caller"}}}}
+
+
+def test_install_api_routes_adds_authenticated_routes_with_openapi(write_library,
+                                                                   tmp_path: Path) -> None:
+    from metacrm.platform.app import create_app
+    from metacrm.platform.auth import create_user, issue_token, set_roles
+    from metacrm.platform.runtime import Platform
+    from metacrm.platform.settings import Settings
+
+    library = write_library({**MODULE, **PEOPLE})
+    manager = make_plugin_manager(extra_plugins=[PingRoutes()], load_entrypoints=False)
+    settings = Settings(library.root, tmp_path / "var")
+    platform = Platform(settings, manager)
+    try:
+        assert platform.create_tenant("aa").ok
+        runtime = platform.runtime("aa")
+        with runtime.begin() as connection:
+            tester = create_user(connection, "tester")
+            set_roles(connection, tester, ["administrator"])
+            token = issue_token(connection, tester)
+        client = create_app(settings, platform).test_client()
+        anonymous = client.get("/t/aa/api/v1/_ping")
+        signed = client.get("/t/aa/api/v1/_ping", headers={"Authorization": f"Bearer {token}"})
+        document = client.get("/t/aa/api/v1/openapi.json").get_json()
+    finally:
+        platform.close()
+    assert anonymous.status_code == 401
+    assert anonymous.content_type == "application/problem+json"
+    assert signed.get_json() == {"tenant": "aa", "user": tester}
+    assert document["paths"]["/api/v1/_ping"]["get"]["operationId"] == "ping"
+
+
 # -- register_condition_operators -----------------------------------------------------------
 
 def longer_than_sql(column: Any, value: int, ctx: Any) -> Any:
