@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .automation import automation_json
 from .diagnostics import Diagnostic, DiagnosticSink, DocPath, a_or_an
 from .fieldtypes import FieldType, FieldTypeRegistry
 from .formula import FormulaError, parse_formula
@@ -22,6 +23,8 @@ from .ir import (
     FrozenDict,
     Grant,
     Index,
+    MatchKey,
+    MatchRule,
     Option,
     Relation,
     Role,
@@ -226,7 +229,7 @@ class Builder:
             fields=fields, plural_label=Text.of(spec.get("plural_label")),
             description=Text.of(spec.get("description")), title=spec.get("title"),
             icon=spec.get("icon"), search=tuple(spec.get("search") or ()), indexes=indexes,
-            renamed_from=_names(spec.get("renamed_from")),
+            renamed_from=_names(spec.get("renamed_from")), duplicates=match_rules(draft),
             source=located(draft.doc, "entity", {o: draft.locate(o) for o in
                                                  ("title", "search", "indexes") if o in spec}))
         self._entities[id(draft)] = (draft, entity)
@@ -321,6 +324,19 @@ class Builder:
                       draft.origin, located_at(draft.doc, draft.path))
         self._grants[id(draft)] = (draft, grant)
         return grant
+
+
+def match_rules(draft: EntityDraft) -> tuple[MatchRule, ...]:
+    """An entity's `duplicates`: a bare key `email` is `{field: email, normalise: exact}`."""
+    rules = []
+    for index, spec in enumerate(draft.spec.get("duplicates") or ()):
+        keys = tuple(MatchKey(k) if isinstance(k, str) else
+                     MatchKey(k["field"], k.get("normalise", "exact")) for k in spec["keys"])
+        doc, path = draft.where.get(f"duplicates.{spec['rule']}",
+                                    (draft.doc, ("duplicates", index)))
+        rules.append(MatchRule(spec["rule"], keys, spec.get("action", "review"),
+                               freeze(spec.get("when")), located_at(doc, path)))
+    return tuple(rules)
 
 
 def merge_storage(scopes: list[dict[str, Entity]], types: FieldTypeRegistry,
@@ -425,6 +441,9 @@ def content_hash(modules: Mapping[str, Any], units: Mapping[str, Any],
         if scope.roles:  # only when there are roles: definitions without any keep their version
             out.append({k: [r.spec, {e: [g.origin, g.spec] for e, g in r.grants.items()}]
                         for k, r in scope.roles.items()})
+        automation = automation_json(scope)
+        if automation:  # likewise for workflows, rules, calendars and SLA policies
+            out.append(automation)
         return out
 
     payload = {

@@ -32,12 +32,19 @@ TITLE_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
 @dataclass(frozen=True, slots=True)
 class CheckContext:
-    """What a check sees: one scope, the modules, the field types and the operator names."""
+    """What a check sees: one scope, the modules, the field types and the operator names.
+
+    `condition_operators` (an OperatorRegistry; the built-in operators when None) parses
+    conditions; `actions` is the ActionRegistry rule and transition actions are checked
+    against (None: not checked).
+    """
 
     scope: Scope
     modules: Mapping[str, Module]
     types: FieldTypeRegistry
     operators: frozenset[str] = CONDITION_OPERATORS
+    condition_operators: Any = None
+    actions: Any = None
 
     def error(self, code: str, message: str, where: Source | None,
               hint: str | None = None, severity: str = "error") -> Diagnostic:
@@ -350,4 +357,6 @@ BUILTIN_CHECKS: tuple[Check, ...] = (
 
 @hookimpl
 def register_checks() -> list[Check]:
-    return list(BUILTIN_CHECKS)
+    from .automation_checks import AUTOMATION_CHECKS
+
+    return [*BUILTIN_CHECKS, *AUTOMATION_CHECKS]

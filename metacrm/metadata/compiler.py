@@ -21,7 +21,10 @@ from typing import Any
 
 import pluggy
 
+from ..engines.actions import ActionRegistry
+from ..engines.conditions import OperatorRegistry
 from ..plugins import make_plugin_manager
+from .automation_build import AutomationBuilder
 from .build import Builder, content_hash, merge_storage, relations_of
 from .checks import CONDITION_OPERATORS, CheckContext
 from .diagnostics import Diagnostic, DiagnosticSink
@@ -80,6 +83,8 @@ class Compiler:
         operators = [o for batch in self.plugins.hook.register_condition_operators()
                      for o in batch]
         self.operator_names = frozenset(o.name for o in operators) or CONDITION_OPERATORS
+        self.condition_operators = OperatorRegistry(operators)
+        self.actions = ActionRegistry.from_plugins(self.plugins)
         self.kinds_by_folder = {k.folder: k.name for k in self.kinds if k.folder}
         self._results: dict[str, CompileResult] = {}
         self._registries: weakref.WeakValueDictionary[str, Registry] = \
@@ -206,14 +211,21 @@ class Compiler:
     def _build(self, version: str, modules: dict[str, Module], config: TenantConfig,
                scopes: dict[str, ScopeDraft], sink: DiagnosticSink) -> Registry:
         builder = Builder(self.types, sink)
+        automation = AutomationBuilder(sink)
         frozen_modules = FrozenDict(modules)
         built: dict[str, Scope] = {}
         for name, draft in scopes.items():
-            scope = Scope(draft.unit, draft.modules,
-                          FrozenDict({k: builder.entity(e) for k, e in draft.entities.items()}),
+            entities = FrozenDict({k: builder.entity(e) for k, e in draft.entities.items()})
+            scope = Scope(draft.unit, draft.modules, entities,
                           FrozenDict({k: builder.form(f) for k, f in draft.forms.items()}),
                           FrozenDict({k: builder.view(v) for k, v in draft.views.items()}),
-                          FrozenDict({k: builder.role(r) for k, r in draft.roles.items()}))
+                          FrozenDict({k: builder.role(r) for k, r in draft.roles.items()}),
+                          FrozenDict({k: automation.workflow(w, entities)
+                                      for k, w in draft.workflows.items()}),
+                          FrozenDict({k: automation.rule(r) for k, r in draft.rules.items()}),
+                          FrozenDict({k: automation.calendar(c)
+                                      for k, c in draft.calendars.items()}),
+                          FrozenDict({k: automation.sla(p) for k, p in draft.slas.items()}))
             built[name] = scope
             self._check(scope, frozen_modules, sink)
         ordered = [built[""], *(built[n] for n in built if n)]
@@ -224,7 +236,8 @@ class Compiler:
                         units, relations_of(storage))
 
     def _check(self, scope: Scope, modules: FrozenDict[str, Module], sink: DiagnosticSink) -> None:
-        context = CheckContext(scope, modules, self.types, self.operator_names)
+        context = CheckContext(scope, modules, self.types, self.operator_names,
+                               self.condition_operators, self.actions)
         for check in self.checks:
             sink.extend(check(context))
 

@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ir import Entity, Field, Form, Grant, Role, Scope, Text, View, thaw
+from .durations import format_duration
+from .ir import (
+    Calendar,
+    Entity,
+    Field,
+    Form,
+    Grant,
+    MatchRule,
+    Role,
+    Rule,
+    Scope,
+    SlaPolicy,
+    Text,
+    Transition,
+    Trigger,
+    View,
+    Workflow,
+    thaw,
+)
 
 
 def text(value: Text) -> Any:
@@ -53,8 +71,11 @@ def describe_view(view: View) -> dict[str, Any]:
     return out
 
 
-def describe_entity(entity: Entity, scope: Scope | None = None) -> dict[str, Any]:
-    """An entity as resolved, with the forms and views its scope has for it."""
+def describe_entity(entity: Entity, scope: Scope | None = None, *,
+                    automation: bool = False) -> dict[str, Any]:
+    """An entity as resolved, with the forms and views its scope has for it; with
+    `automation`, also its workflow, rules and SLA policies (for people who maintain the
+    definitions: rules may carry addresses and templates that API clients need not see)."""
     out: dict[str, Any] = {"entity": entity.key, "id": entity.id, "label": text(entity.label)}
     if entity.plural_label:
         out["plural_label"] = text(entity.plural_label)
@@ -65,10 +86,22 @@ def describe_entity(entity: Entity, scope: Scope | None = None) -> dict[str, Any
     if entity.indexes:
         out["indexes"] = [{"name": i.name, "fields": list(i.fields), "unique": i.unique}
                           for i in entity.indexes]
+    if entity.duplicates:
+        out["duplicates"] = [describe_match_rule(r) for r in entity.duplicates]
     out["fields"] = {f.name: describe_field(f) for f in entity.fields}
     if scope is not None:
         out["forms"] = {f.key: describe_form(f) for f in scope.forms_for(entity.key)}
         out["views"] = {v.key: describe_view(v) for v in scope.views_for(entity.key)}
+    if scope is not None and automation:
+        workflow = scope.workflow_for(entity.key)
+        if workflow is not None:
+            out["workflow"] = {workflow.key: describe_workflow(workflow)}
+        rules = [r for r in scope.rules.values() if r.entity == entity.key]
+        if rules:
+            out["rules"] = {r.key: describe_rule(r) for r in rules}
+        policies = [p for p in scope.sla_policies.values() if p.entity == entity.key]
+        if policies:
+            out["slas"] = {p.key: describe_sla(p) for p in policies}
     return out
 
 
@@ -88,4 +121,86 @@ def describe_role(role: Role) -> dict[str, Any]:
     if role.description:
         out["description"] = text(role.description)
     out["grants"] = {k: describe_grant(g) for k, g in role.grants.items()}
+    return out
+
+
+def describe_match_rule(rule: MatchRule) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule": rule.name, "action": rule.action,
+                           "keys": [{"field": k.field, "normalise": k.normalise}
+                                    for k in rule.keys]}
+    if rule.when is not None:
+        out["when"] = thaw(rule.when)
+    return out
+
+
+def describe_transition(transition: Transition) -> dict[str, Any]:
+    out: dict[str, Any] = {"from": list(transition.from_states), "to": transition.to,
+                           "label": text(transition.label)}
+    optional = {
+        "roles": list(transition.roles) or None, "when": thaw(transition.when),
+        "requires": list(transition.requires) or None,
+        "approval": {"by": transition.approval.by, "roles": list(transition.approval.roles),
+                     "count": transition.approval.count, "levels": transition.approval.levels}
+        if transition.approval else None,
+        "actions": thaw(transition.actions) or None,
+    }
+    out.update({k: v for k, v in optional.items() if v is not None})
+    return out
+
+
+def describe_workflow(workflow: Workflow) -> dict[str, Any]:
+    """A workflow as one scope sees it: states (final ones marked) and transitions."""
+    return {"label": text(workflow.label), "field": workflow.field, "origin": workflow.origin,
+            "initial": workflow.initial,
+            "states": {s.name: {"label": text(s.label), **({"final": True} if s.final else {})}
+                       for s in workflow.states},
+            "transitions": {t.name: describe_transition(t) for t in workflow.transitions}}
+
+
+def describe_trigger(trigger: Trigger) -> Any:
+    """A trigger as YAML would write it."""
+    if trigger.kind == "changed":
+        return {"changed": list(trigger.fields)}
+    if trigger.kind == "transitioned":
+        return {"transitioned": list(trigger.transitions) or "*"}
+    if trigger.kind == "schedule":
+        return {"schedule": trigger.cron}
+    if trigger.kind == "after":
+        return {"after": {"field": trigger.field, "delay": format_duration(trigger.delay)}}
+    return trigger.kind
+
+
+def describe_rule(rule: Rule) -> dict[str, Any]:
+    out: dict[str, Any] = {"label": text(rule.label), "origin": rule.origin,
+                           "enabled": rule.enabled, "trigger": describe_trigger(rule.trigger)}
+    if rule.when is not None:
+        out["when"] = thaw(rule.when)
+    out["do"] = thaw(rule.actions)
+    return out
+
+
+def describe_calendar(calendar: Calendar) -> dict[str, Any]:
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    return {"label": text(calendar.label), "timezone": calendar.timezone,
+            "hours": {days[d]: [f"{a}-{b}" for a, b in spans]
+                      for d, spans in calendar.hours.items()},
+            "holidays": list(calendar.holidays)}
+
+
+def describe_sla(policy: SlaPolicy) -> dict[str, Any]:
+    """A policy with its targets written back as durations (`default` for the rest)."""
+    out: dict[str, Any] = {"label": text(policy.label), "origin": policy.origin,
+                           "calendar": policy.calendar, "warn_at": policy.warn_at}
+    optional = {"by": policy.by, "when": thaw(policy.when),
+                "pause_when": thaw(policy.pause_when)}
+    out.update({k: v for k, v in optional.items() if v is not None})
+    out["clocks"] = {
+        c.name: {"stop": thaw(c.stop),
+                 "targets": {k or "default": format_duration(v) for k, v in c.targets.items()},
+                 **({"start": thaw(c.start)} if c.start is not None else {}),
+                 **({"field": c.field} if c.field else {})}
+        for c in policy.clocks}
+    if policy.escalations:
+        out["escalations"] = [{"at": e.at, "levels_up": e.levels_up, "do": thaw(e.actions)}
+                              for e in policy.escalations]
     return out

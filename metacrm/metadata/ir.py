@@ -414,6 +414,7 @@ class State:
     name: str
     label: Text = Text(())
     final: bool = False
+    source: Source | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .automation import (
+    KEYED_KINDS,
+    OptionsDraft,
+    WorkflowDraft,
+    add_module_definition,
+    apply_overlay_definition,
+)
 from .diagnostics import DiagnosticSink, DocPath, a_or_an, did_you_mean
 from .fieldtypes import FieldTypeRegistry
 from .ir import FrozenDict, Text, Unit
@@ -24,7 +31,8 @@ STRUCTURAL_OPTIONS = frozenset({"type", "unique", "index", "max_length", "min", 
                                 "precision", "scale", "currency", "on_delete", "renamed_from"})
 TEXT_OPTIONS = frozenset({"label", "help", "description"})
 MODULE_ONLY_KINDS = frozenset({"module", "tenant", "overlay"})
-OVERLAY_KINDS = frozenset({"overlay", "form", "view", "role"})
+OVERLAY_KINDS = frozenset({"overlay", "form", "view", "role", "workflow", "rule", "sla",
+                           "calendar"})
 RESERVED_ROLES = frozenset({"administrator"})
 """Role names the platform keeps for its built-in roles (`administrator` may do anything)."""
 HEADQUARTERS_MODES = ("across_units", "unit_only")
@@ -150,10 +158,15 @@ class ScopeDraft:
     forms: dict[str, DefinitionDraft]
     views: dict[str, DefinitionDraft]
     roles: dict[str, RoleDraft] = field(default_factory=dict)
+    workflows: dict[str, WorkflowDraft] = field(default_factory=dict)
+    rules: dict[str, OptionsDraft] = field(default_factory=dict)
+    calendars: dict[str, OptionsDraft] = field(default_factory=dict)
+    slas: dict[str, OptionsDraft] = field(default_factory=dict)
 
     def child(self, unit: str, modules: tuple[str, ...]) -> ScopeDraft:
         return ScopeDraft(unit, modules, dict(self.entities), dict(self.forms), dict(self.views),
-                          dict(self.roles))
+                          dict(self.roles), dict(self.workflows), dict(self.rules),
+                          dict(self.calendars), dict(self.slas))
 
 
 @dataclass(slots=True)
@@ -314,6 +327,8 @@ def base_scope(order: list[str], modules: Mapping[str, ModuleSource],
                 _add_definition(scope, kind.name, name, doc, name, sink)
             elif kind.name == "role":
                 _add_module_role(scope, name, doc, modules, sink)
+            elif kind.name == "workflow" or kind.name in KEYED_KINDS:
+                add_module_definition(scope, kind.name, name, doc, sink)
     return scope
 
 
@@ -443,7 +458,8 @@ def apply_overlays(ctx: OverlayContext, items: Iterable[Loaded]) -> None:
         if item.kind.name not in OVERLAY_KINDS:
             ctx.sink.add(item.doc.diagnostic(
                 "overlay.wrong-kind", f"overlay folders hold overlays (`extend:`), forms, "
-                f"views and roles; this file defines {a_or_an(item.kind.name)}", (item.kind.key,),
+                "views, roles, workflows, rules, calendars and SLA policies; this file defines "
+                f"{a_or_an(item.kind.name)}", (item.kind.key,),
                 key=True, hint="define new entities in a module; an overlay can add fields "
                 "to an existing entity with `extend: module.entity`"
                 if item.kind.name == "entity" else None))
@@ -451,6 +467,8 @@ def apply_overlays(ctx: OverlayContext, items: Iterable[Loaded]) -> None:
             apply_entity_overlay(ctx, item.doc)
         elif item.kind.name == "role":
             apply_role_overlay(ctx, item.doc)
+        elif item.kind.name == "workflow" or item.kind.name in KEYED_KINDS:
+            apply_overlay_definition(ctx.scope, item.kind.name, item.doc, ctx.origin, ctx.sink)
         else:
             ref = item.doc.data["entity"]
             if "." not in ref:
@@ -507,6 +525,8 @@ def apply_entity_overlay(ctx: OverlayContext, doc: Document) -> None:
         if option in data:
             draft.spec[option] = data[option]
             draft.where[option] = (doc, (option,))
+    if "duplicates" in data:
+        _add_match_rules(ctx, draft, doc)
     for name, spec in (data.get("fields") or {}).items():
         path = ("fields", name)
         if name in draft.fields:
@@ -517,6 +537,28 @@ def apply_entity_overlay(ctx: OverlayContext, doc: Document) -> None:
                 "give it a `type`", path, key=True, hint=did_you_mean(name, draft.fields)))
         else:
             _add_field(ctx, draft, doc, path, name, spec)
+
+
+def _add_match_rules(ctx: OverlayContext, draft: EntityDraft, doc: Document) -> None:
+    """An overlay's `duplicates`: each match rule replaces the same-named one or is added."""
+    rules = list(draft.spec.get("duplicates") or ())
+    names = [r["rule"] for r in rules]
+    seen: set[str] = set()
+    for index, rule in enumerate(doc.data["duplicates"]):
+        name = rule["rule"]
+        if name in seen:
+            ctx.sink.add(doc.diagnostic("duplicates.duplicate-rule", f"match rule `{name}` is "
+                                        "listed twice", ("duplicates", index, "rule"),
+                                        hint="give each match rule its own name"))
+            continue
+        seen.add(name)
+        if name in names:
+            rules[names.index(name)] = rule
+        else:
+            rules.append(rule)
+            names.append(name)
+        draft.where[f"duplicates.{name}"] = (doc, ("duplicates", index))
+    draft.spec["duplicates"] = rules
 
 
 def _add_field(ctx: OverlayContext, draft: EntityDraft, doc: Document, path: DocPath, name: str,

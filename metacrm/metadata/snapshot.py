@@ -14,9 +14,18 @@ from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from typing import Any
 
-from .describe import describe_entity, describe_role, text
+from .automation import OptionsDraft, WorkflowDraft
+from .describe import (
+    describe_calendar,
+    describe_entity,
+    describe_role,
+    describe_rule,
+    describe_sla,
+    describe_workflow,
+    text,
+)
 from .diagnostics import Diagnostic, format_path
-from .ir import Entity, Form, FormField, Module, Registry, Unit, View, thaw
+from .ir import Entity, Form, FormField, Module, Registry, Scope, Unit, View, thaw
 from .loader import Document
 from .resolve import DefinitionDraft, EntityDraft, FieldDraft, RoleDraft, ScopeDraft
 from .sources import Loaded
@@ -45,7 +54,8 @@ def snapshot_scopes(scope_drafts: Mapping[str, ScopeDraft]) -> list[dict[str, An
              "entities": {k: _entity_draft(e) for k, e in draft.entities.items()},
              "forms": {k: _definition_draft(d) for k, d in draft.forms.items()},
              "views": {k: _definition_draft(d) for k, d in draft.views.items()},
-             "roles": {k: _role_draft(r) for k, r in draft.roles.items()}}
+             "roles": {k: _role_draft(r) for k, r in draft.roles.items()},
+             **_automation_drafts(draft)}
             for name, draft in scope_drafts.items()]
 
 
@@ -65,7 +75,8 @@ def snapshot_registry(registry: Registry | None,
                     "entities": {k: _entity(e) for k, e in scope.entities.items()},
                     "forms": {k: _form(f) for k, f in scope.forms.items()},
                     "views": {k: _view(v) for k, v in scope.views.items()},
-                    "roles": {k: describe_role(r) for k, r in scope.roles.items()}}
+                    "roles": {k: describe_role(r) for k, r in scope.roles.items()},
+                    **_automation(scope)}
                    for name, scope in registry.scopes.items()],
         "storage": {k: _entity(e) for k, e in registry.entities.items()},
         "relations": sorted(({"kind": r.kind, "source": r.source, "field": r.field,
@@ -82,6 +93,55 @@ def snapshot_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[str]:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+def _automation_drafts(draft: ScopeDraft) -> dict[str, Any]:
+    """Workflow, rule, calendar and policy drafts, only when the scope has some."""
+    parts = {"workflows": {k: _workflow_draft(w) for k, w in draft.workflows.items()},
+             "rules": {k: _options_draft(d) for k, d in draft.rules.items()},
+             "calendars": {k: _options_draft(d) for k, d in draft.calendars.items()},
+             "sla_policies": {k: _options_draft(d) for k, d in draft.slas.items()}}
+    return {k: v for k, v in parts.items() if v}
+
+
+def _workflow_draft(draft: WorkflowDraft) -> dict[str, Any]:
+    """States and transitions as lists: their order is the order shown to people."""
+    out: dict[str, Any] = {"module": draft.module, "name": draft.name, "origin": draft.origin,
+                           "spec": deepcopy(draft.spec), "listed_states": draft.listed,
+                           "source": _where(draft.doc, ("workflow",))}
+    for part in ("states", "transitions"):
+        out[part] = [{"name": name, "origin": p.origin, "spec": deepcopy(p.spec),
+                      "source": _where(p.doc, p.path)}
+                     for name, p in getattr(draft, part).items()]
+    if draft.where:
+        out["set_by"] = {option: _where(doc, path) for option, (doc, path) in draft.where.items()}
+    return out
+
+
+def _options_draft(draft: OptionsDraft) -> dict[str, Any]:
+    out: dict[str, Any] = {"module": draft.module, "name": draft.name, "origin": draft.origin,
+                           "spec": deepcopy(draft.spec),
+                           "source": _where(draft.doc, (draft.kind,))}
+    if draft.where:
+        out["set_by"] = {option: _where(doc, path) for option, (doc, path) in draft.where.items()}
+    return out
+
+
+def _workflow(workflow: Any) -> dict[str, Any]:
+    described = describe_workflow(workflow)
+    described["states"] = [{"name": k, **v} for k, v in described["states"].items()]
+    described["transitions"] = [{"name": k, **v} for k, v in described["transitions"].items()]
+    return described
+
+
+def _automation(scope: Scope) -> dict[str, Any]:
+    """Workflows, rules, calendars and policies, only when the scope has some (so older
+    golden fixtures stay as they are)."""
+    parts = {"workflows": {k: _workflow(w) for k, w in scope.workflows.items()},
+             "rules": {k: describe_rule(r) for k, r in scope.rules.items()},
+             "calendars": {k: describe_calendar(c) for k, c in scope.calendars.items()},
+             "sla_policies": {k: describe_sla(p) for k, p in scope.sla_policies.items()}}
+    return {k: v for k, v in parts.items() if v}
+
 
 def _marks(doc: Document) -> dict[str, str]:
     """`line:column` of every node: of its key for mapping entries, else of its value."""
