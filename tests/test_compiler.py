@@ -282,9 +282,8 @@ def test_module_description_is_part_of_the_version(tmp_path: Path) -> None:
 
 @pytest.fixture
 def acme_copy(tmp_path: Path) -> Library:
-    """The demo tenant and its module, copied so the test may touch and change files."""
-    shutil.copytree(PROJECT_ROOT / "metadata/modules/customer",
-                    tmp_path / "metadata/modules/customer")
+    """The demo tenant and its modules, copied so the test may touch and change files."""
+    shutil.copytree(PROJECT_ROOT / "metadata/modules", tmp_path / "metadata/modules")
     shutil.copytree(PROJECT_ROOT / "tenants/acme", tmp_path / "tenants/acme")
     return Library.at(tmp_path)
 
@@ -321,9 +320,10 @@ class Spy:
 
 
 def yaml_files(library: Library) -> list[Path]:
-    """The definition files a tenant compile reads (org.yaml seeds data, not definitions)."""
+    """The definition files a tenant compile reads (org.yaml and demo.yaml are data)."""
     return definition_files(library.root / "metadata") + [
-        p for p in definition_files(library.tenants_dir) if p.name != "org.yaml"]
+        p for p in definition_files(library.tenants_dir)
+        if p.name not in ("org.yaml", "demo.yaml")]
 
 
 def test_cold_compile_parses_each_file_once(acme_copy: Library,

@@ -34,7 +34,8 @@ pytest_plugins = ["apifixtures"]
 
 PASSWORD = "correct-horse-battery"
 SEED_USERS = {"ming": ["sales_rep"], "ting": ["sales_rep"], "hua": ["sales_manager"],
-              "mei": ["sales_rep"], "lin": ["data_steward"], "chen": ["auditor"]}
+              "mei": ["sales_rep"], "lin": ["data_steward"], "chen": ["auditor"],
+              "wei": ["sales_rep"], "jun": ["sales_rep"], "fang": ["sales_manager"]}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -503,7 +504,7 @@ def test_an_unknown_unit_is_404_for_every_method(demo: Demo) -> None:
 
 def test_the_shipped_org_seed_creates_units_and_users_with_roles(demo: Demo) -> None:
     counts = seed(demo)
-    assert counts == {"units": 16, "users": 6}
+    assert counts == {"units": 16, "users": 9}
     units = units_by_name(demo)
     assert len(units) == 16
     assert units["acme"]["parent"] is None and units["acme"]["kind"] == "group"
@@ -530,7 +531,7 @@ def test_the_shipped_org_seed_creates_units_and_users_with_roles(demo: Demo) -> 
 def test_seeding_twice_changes_nothing(demo: Demo) -> None:
     seed(demo)
     first = identity_snapshot(demo)
-    assert seed(demo) == {"units": 16, "users": 6}
+    assert seed(demo) == {"units": 16, "users": 9}
     assert identity_snapshot(demo) == first
 
 
@@ -638,7 +639,7 @@ def test_org_seed_through_the_cli(demo: Demo) -> None:
     seed_path(demo)
     result = cli(demo.project, "org", "seed", demo.slug)
     assert result.exit_code == 0, result.output
-    assert f"{demo.slug}: 16 org units and 6 users" in result.output
+    assert f"{demo.slug}: 16 org units and 9 users" in result.output
     first = identity_snapshot(demo)
     result = cli(demo.project, "org", "seed", demo.slug)
     assert result.exit_code == 0, result.output
