@@ -358,36 +358,6 @@ def count_sql(runtime: Any, table: Any, capped: bool, runs: int) -> float:
     return median(times)
 
 
-def what_if_legs(ours: Any, base: Any, pages: dict[str, Any], rng: random.Random,
-                 args: argparse.Namespace, expected: list[int],
-                 numbers: tuple[int, ...]) -> dict[str, tuple[Series, Series]]:
-    """Our list and edit pages with what-ifs applied, interleaved with the baseline again."""
-    patches = PassTimer()
-    apply_what_ifs(patches, *numbers)
-    tag = "+".join(str(n) for n in numbers)
-    legs = {f"list, what-if {tag}": pages["list"],
-            f"edit, what-if {tag.replace('2+', '').replace('+2', '')}": pages["edit"]}
-    found = {name: (Series(), Series()) for name in legs}
-    try:
-        check_lists(text_of(ours.get(OURS_LIST), OURS_LIST),
-                    text_of(base.get(BASE_LIST), BASE_LIST), expected)
-        for _ in range(args.warmup):
-            hit(ours, OURS_LIST, None)
-            hit(ours, OURS_EDIT.format(id=1), None)
-        for _ in range(max(1, args.rounds // 2)):
-            for name, (ours_path, base_path) in legs.items():
-                ids = [rng.randint(1, args.records) for _ in range(args.requests)]
-                gc.collect()
-                for record_id in ids:
-                    hit(ours, ours_path(record_id), found[name][0])
-                gc.collect()
-                for record_id in ids:
-                    hit(base, base_path(record_id), found[name][1])
-    finally:
-        patches.restore()
-    return found
-
-
 def run_backend(root: Path, label: str, url: str | None, args: argparse.Namespace) -> Backend:
     result = Backend(label)
     settings = Settings(root, root / f"var-{label}", url)
@@ -446,9 +416,6 @@ def run_backend(root: Path, label: str, url: str | None, args: argparse.Namespac
                 for record_id in ids:
                     hit(base, base_path(record_id), series[name][1])
         visitor = time_visitor(app, runtime, platform, user_id, args.rounds * args.requests)
-        if not args.no_what_if:
-            for numbers in ((3,),):
-                series.update(what_if_legs(ours, base, pages, rng, args, expected, numbers))
         count_full = count_sql(runtime, table, False, 30)
         count_capped = count_sql(runtime, table, True, 30)
 
@@ -456,8 +423,7 @@ def run_backend(root: Path, label: str, url: str | None, args: argparse.Namespac
         for name, (o, b) in series.items():
             ratio = median(o.wall) / median(b.wall)
             cpu_ratio = median(o.cpu) / median(b.cpu) if median(b.cpu) else float("nan")
-            key = (name.replace(", lean base", "_lean").replace(", what-if ", "_whatif")
-                   .replace("+", ""))
+            key = name.replace(", lean base", "_lean")
             figures[f"{key}_ratio"] = round(ratio, 3)
             figures[f"{key}_cpu_ratio"] = round(cpu_ratio, 3)
             figures[f"{key}_ms"] = median(o.wall) * 1e3
@@ -493,48 +459,6 @@ def run_backend(root: Path, label: str, url: str | None, args: argparse.Namespac
         return result
     finally:
         platform.close()
-
-
-# -- what-ifs: changes the profile suggests, applied by patching (metacrm/ is not changed) ---
-
-WHAT_IFS = (
-    "what-if 3: one connection per request: TenantRuntime.connect hands every read of a "
-    "request the same connection, checked out on first use and returned when the response "
-    "is made (what Flask-SQLAlchemy's scoped session does for the baseline); what-ifs 1 "
-    "(sign-in on one connection) and 2 (user names only for shown columns) are adopted",
-)
-
-
-def request_connection(original: Any) -> Any:
-    """TenantRuntime.connect, sharing one connection across a request (what-if 3)."""
-    import contextlib
-
-    from flask import after_this_request, g, has_request_context
-
-    def connect(self: Any) -> Any:
-        if not has_request_context():
-            return original(self)
-        shared = g.setdefault("bench_connections", {})
-        connection = shared.get(self.slug)
-        if connection is None:
-            opened = original(self)
-            connection = shared[self.slug] = opened.__enter__()
-
-            @after_this_request
-            def _give_back(response: Any) -> Any:
-                opened.__exit__(None, None, None)
-                return response
-
-        return contextlib.nullcontext(connection)
-
-    return connect
-
-
-def apply_what_ifs(timer: PassTimer, *numbers: int) -> None:
-    from metacrm.platform.runtime import TenantRuntime
-
-    if 3 in numbers:
-        timer.replace(TenantRuntime, "connect", request_connection(TenantRuntime.connect))
 
 
 # -- where our pages spend their time ----------------------------------------------------------
@@ -633,16 +557,10 @@ def profile(app: Flask, client: Any, base: Any, runtime: Any, args: argparse.Nam
         print(_trim_paths(out.getvalue()))
         if runtime.db.engine.dialect.name == "postgresql":
             base_path = BASE_LIST if name == "list" else BASE_EDIT.format(id=1)
-            patches = PassTimer()
-            apply_what_ifs(patches, 3)
-            try:
-                what_if = round_trips(client, path, 50)
-            finally:
-                patches.restore()
             print(f"{result.label}: exchanges with the server per {name} request (statements "
                   f"incl. the pool's pre-ping, BEGIN, ROLLBACK): ours "
-                  f"{round_trips(client, path, 50):.1f}, ours with what-if 3 {what_if:.1f}, "
-                  f"baseline {round_trips(base, lambda p=base_path: p, 50):.1f}")
+                  f"{round_trips(client, path, 50):.1f}, baseline "
+                  f"{round_trips(base, lambda p=base_path: p, 50):.1f}")
         try:
             from pyinstrument import Profiler
         except ImportError:
@@ -696,8 +614,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20, help="per page, side and round")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--no-pg", action="store_true", help="SQLite figures only")
-    parser.add_argument("--no-what-if", action="store_true",
-                        help="skip the what-if legs (patched copies of our code)")
     parser.add_argument("--profile", action="store_true",
                         help="also break our pages down by pass, cProfile and pyinstrument")
     parser.add_argument("--profile-requests", type=int, default=200)
@@ -739,21 +655,18 @@ def main(argv: list[str] | None = None) -> int:
           "rows and count at most 10,001.")
     for note in notes + [n for r in results for n in r.notes]:
         print(f"note: {note}")
-    if not args.no_what_if:
-        for line in WHAT_IFS:
-            print(line)
     figures: dict[str, Any] = {}
     first = results[0].figures
     figures["list_ratio"] = first["list_ratio"]
     figures["edit_ratio"] = first["edit_ratio"]
     for key in ("list_ms", "list_base_ms", "edit_ms", "edit_base_ms", "list_cpu_ratio",
                 "edit_cpu_ratio", "index_ratio", "index_ms", "index_base_ms", "list_lean_ratio",
-                "list_lean_base_ms", "visitor_ms", "list_whatif3_ratio", "edit_whatif3_ratio"):
+                "list_lean_base_ms", "visitor_ms"):
         if key in first:
             figures[key] = first[key]
     for other in results[1:]:
         for key in ("list_ratio", "edit_ratio", "list_ms", "list_base_ms", "edit_ms",
-                    "edit_base_ms", "visitor_ms", "list_whatif3_ratio", "edit_whatif3_ratio"):
+                    "edit_base_ms", "visitor_ms"):
             if key in other.figures:
                 figures[f"{key}_{other.label}"] = other.figures[key]
     print_json_line(figures)

@@ -113,6 +113,15 @@ def make(demo: Demo, who: str, entity: str = CUSTOMER, **values: Any) -> dict[st
     return demo.service(who).create(entity, values)
 
 
+def menu_labels(demo: Demo, module: str) -> list[str]:
+    """The English menu entries of a module (the shipped library grows: not hard-coded)."""
+    found = [entity.plural_label or entity.label for key, entity in
+             demo.runtime.registry.scope(None).entities.items() if key.startswith(module + ".")]
+    labels = [text.get("en") for text in found]
+    assert {"Contact point", "Customers", "Tag"} <= set(labels) or module != "customer"
+    return labels
+
+
 # -- 1. signing in, menus, signing out ----------------------------------------------------------
 
 
@@ -143,17 +152,20 @@ def test_sign_in_see_the_menus_and_sign_out(demo: Demo, live_server, page: Page)
     page.click("a.navbar-brand")
     expect(page.locator("#welcome")).to_contain_text("Admin")
     # the menus: a category per module, an entry per entity; Metadata for administrators
-    categories = page.locator("#admin-menu > li")
-    expect(categories).to_have_count(2)
+    categories = page.locator("#admin-menu > li[data-menu]")
+    modules = {key.split(".")[0] for key in demo.runtime.registry.scope(None).entities}
+    menus = set(categories.evaluate_all("items => items.map(i => i.dataset.menu)"))
+    assert modules | {"_metadata"} <= menus  # customer (ocrm, ...), Metadata (engines add)
     customer_menu = page.locator('#admin-menu [data-menu="customer"] .dropdown-item')
     expect(customer_menu.first).to_be_hidden()
     page.click("#menu-customer")
-    expect(customer_menu).to_have_text(["Contact point", "Customers", "Tag"])
+    expect(customer_menu).to_have_text(menu_labels(demo, "customer"))  # Contact point, ...
     expect(customer_menu.first).to_be_visible()
     shot(page, "admin-home")
     page.click("#menu-_metadata")
     metadata_menu = page.locator('#admin-menu [data-menu="_metadata"] .dropdown-item')
-    expect(metadata_menu).to_have_text(["Modules", "Versions", "Pending plan"])
+    expect(metadata_menu.nth(2)).to_have_text("Pending plan")  # engines may add pages
+    assert metadata_menu.all_inner_texts()[:3] == ["Modules", "Versions", "Pending plan"]
     metadata_menu.first.click()
     expect(page).to_have_url(admin_url(server, demo, "_metadata/"))
     expect(page.locator('#modules tr[data-module="customer"]')).to_contain_text(
@@ -657,3 +669,157 @@ def test_a_regional_chinese_locale_gets_its_own_script(
     sign_in(page, server, demo, "admin")
     expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
     assert page.inner_text("#logout").strip() == "退出"  # zh-Hant would say 登出
+
+
+# -- 8. form conditions, live ----------------------------------------------------------------
+
+CONTACT_FORM = """
+form: contact_point_main
+entity: customer.contact_point
+default: true
+label: {en: Contact point}
+sections:
+  - name: main
+    label: {en: Main}
+    columns: 2
+    fields:
+      - customer
+      - channel
+      - {field: value, span: 2}
+      - consent
+      - {field: consent_at, visible_when: {field: consent, op: eq, value: true}}
+      - {field: do_not_contact, read_only_when: {field: channel, op: in, value: [post]}}
+"""
+
+
+def test_a_field_appears_when_another_changes_without_a_reload(
+        demo: Demo, live_server, page: Page) -> None:
+    """`visible_when` and `read_only_when` are evaluated in the browser as the user types
+    (admin.js), and again by the server on what is sent."""
+    from playwright.sync_api import expect
+
+    account(demo, "admin")
+    demo.project.write({f"tenants/{demo.slug}/overlays/tenant/contact_form.yaml":
+                        CONTACT_FORM})
+    assert demo.platform.reload(demo.slug).ok
+    ann = make(demo, "admin", display_name="Ann Lee")
+    server = serve(demo, live_server, page)
+    sign_in(page, server, demo, "admin", f"customer/contact_point/new?customer={ann['id']}")
+    page.evaluate("window.samePage = true")  # gone if the page were loaded again
+    consent_at = page.locator('.mc-field[data-field="consent_at"]')
+    expect(consent_at).to_be_hidden()
+    expect(consent_at).to_have_attribute("data-live", "yes")
+    page.check("#field-consent")
+    expect(consent_at).to_be_visible()
+    expect(page.locator("#field-consent_at")).to_be_editable()
+    page.uncheck("#field-consent")
+    expect(consent_at).to_be_hidden()
+    page.check("#field-consent")
+    page.fill("#field-consent_at", "2026-03-04T09:15")
+
+    do_not_contact = page.locator("#field-do_not_contact")
+    expect(do_not_contact).to_be_enabled()
+    page.select_option("#field-channel", "post")
+    expect(do_not_contact).to_be_disabled()
+    expect(page.locator('.mc-field[data-field="do_not_contact"] .mc-read-only-note')) \
+        .to_be_visible()
+    page.select_option("#field-channel", "email")
+    expect(do_not_contact).to_be_enabled()
+    do_not_contact.check()
+    assert page.evaluate("window.samePage") is True  # no request, no reload
+    page.fill("#field-value", "ann@example.com")
+    page.locator("#field-consent_at").scroll_into_view_if_needed()
+    shot(page, "admin-form-live")
+    page.click("#save")
+    expect(page).to_have_url(re.compile(r"/admin/customer/contact_point/\d+$"))
+    saved = demo.service("admin").get("customer.contact_point", int(page.url.rsplit("/", 1)[1]))
+    assert (saved["consent"], saved["do_not_contact"], saved["channel"]) == (
+        True, True, "email")
+    assert saved["consent_at"].startswith("2026-03-04T01:15")  # Asia/Shanghai → UTC
+
+    # the edit form starts from the record: shown; hidden again, the field is not written
+    # (its stored value stays), whatever its input holds
+    page.click("#edit-record")
+    expect(consent_at).to_be_visible()
+    page.fill("#field-consent_at", "2027-01-01T00:00")
+    page.uncheck("#field-consent")
+    expect(consent_at).to_be_hidden()
+    page.click("#save")
+    expect(page.locator(".alert")).to_have_text("Saved.")
+    again = demo.service("admin").get("customer.contact_point", saved["id"])
+    assert (again["consent"], again["consent_at"]) == (False, saved["consent_at"])
+
+
+TAG_LIVE = {
+    "overlays/tenant/tag_live_fields.yaml": """
+extend: customer.tag
+fields:
+  score: {type: integer, min: 0, max: 100}
+  note: {type: text}
+  topics: {type: multi_enum, options: [sales, service]}
+""",
+    "overlays/tenant/tag_live_form.yaml": """
+form: tag_live
+entity: customer.tag
+default: true
+sections:
+  - name: main
+    label: {en: Main}
+    fields: [name, score, color]
+  - name: high
+    label: {en: High score}
+    visible_when:
+      all: [{field: score, op: gte, value: 50}, {not: {field: score, op: gt, value: 90}}]
+    fields: [note]
+  - name: more
+    label: {en: More}
+    fields:
+      - field: uuid
+        visible_when:
+          any: [{field: color, op: ne, value: "#888888"}, {field: name, op: is_empty, value: true}]
+      - {field: topics, visible_when: {field: name, op: starts_with, value: vip}}
+""",
+}
+
+
+def test_live_conditions_nest_and_fall_back_to_the_servers_answer(
+        demo: Demo, live_server, page: Page) -> None:
+    """all / any / not, gte / gt on a number, ne, is_empty live; an operator the browser does
+    not evaluate (starts_with) keeps what the server decided when the page was made."""
+    from playwright.sync_api import expect
+
+    account(demo, "admin")
+    demo.project.write({f"tenants/{demo.slug}/{path}": text
+                        for path, text in TAG_LIVE.items()})
+    report = demo.platform.reload(demo.slug)
+    assert report.ok, report.format()
+    server = serve(demo, live_server, page)
+    sign_in(page, server, demo, "admin", "customer/tag/new")
+    high = page.locator('.mc-section[data-section="high"]')
+    uuid = page.locator('.mc-field[data-field="uuid"]')
+    topics = page.locator('.mc-field[data-field="topics"]')
+    expect(high).to_be_hidden()  # no score: gte does not hold
+    expect(uuid).to_be_visible()  # no name yet: is_empty holds
+    expect(topics).to_be_hidden()
+    expect(topics).to_have_attribute("data-live", "no")
+    expect(topics).to_have_attribute("data-live-reason", "operator starts_with")
+    for score, shown in (("60", True), ("95", False), ("50", True), ("49", False),
+                         ("90", True), ("", False)):
+        page.fill("#field-score", score)
+        expect(high).to_be_visible() if shown else expect(high).to_be_hidden()
+    page.fill("#field-name", "vip-1")
+    expect(uuid).to_be_hidden()  # a name, and the default colour
+    expect(topics).to_be_hidden()  # starts_with: the server's answer (name was empty) stays
+    page.fill("#field-color", "#ff0000")
+    expect(uuid).to_be_visible()
+    page.fill("#field-color", "#888888")
+    expect(uuid).to_be_hidden()
+    page.fill("#field-score", "70")
+    page.fill("#field-note", "kept")
+    page.click("#save")
+    expect(page).to_have_url(re.compile(r"/admin/customer/tag/\d+$"))
+    saved = demo.service("admin").get("customer.tag", int(page.url.rsplit("/", 1)[1]))
+    assert (saved["name"], saved["score"], saved["note"]) == ("vip-1", 70, "kept")
+    page.click("#edit-record")  # the server decides again, on the record: vip-1 starts so
+    expect(topics).to_be_visible()
+    expect(high).to_be_visible()

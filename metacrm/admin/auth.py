@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import request, session
+from flask.sessions import SecureCookieSessionInterface
 
 from ..platform.auth import User, find_account
 from ..platform.permissions import Principal, load_principal
@@ -37,6 +38,24 @@ def session_secret(secret_key: str, slug: str) -> bytes:
 
 def cookie_name(slug: str) -> str:
     return f"metacrm_admin_{slug}"
+
+
+class AdminSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with a cookie that is `Secure` on every HTTPS
+    request (and on every request with `always_secure`: METACRM_SECURE_COOKIES=1, for a
+    proxy that ends TLS without telling the app), `HttpOnly` and `SameSite=Lax`."""
+
+    def __init__(self, always_secure: bool = False) -> None:
+        self.always_secure = always_secure
+
+    def get_cookie_secure(self, app: Any) -> bool:
+        return self.always_secure or request.is_secure or super().get_cookie_secure(app)
+
+    def get_cookie_httponly(self, app: Any) -> bool:
+        return True
+
+    def get_cookie_samesite(self, app: Any) -> str:
+        return "Lax"
 
 
 # -- CSRF --------------------------------------------------------------------------------------

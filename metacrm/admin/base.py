@@ -82,6 +82,15 @@ class Chrome:
         return self.t.locale
 
 
+def automation_menu(t: Translator, endpoint: str) -> MenuCategory:
+    """The administrators' Automation menu (the run log; see admin/automation.py)."""
+    from .automation import WORDS
+
+    return MenuCategory("_automation", t.text(WORDS["menu"], "Automation"), (
+        MenuItem(t.text(WORDS["title"], "Automation runs"), url_for("automation.index"),
+                 endpoint == "automation.index"),))
+
+
 def build_menus(ui: AdminUI, visitor: Visitor) -> tuple[MenuCategory, ...]:
     """A category per module (its label in the visitor's locale) with an entry per entity
     the visitor may see; administrators also get the Metadata menu."""
@@ -107,6 +116,7 @@ def build_menus(ui: AdminUI, visitor: Visitor) -> tuple[MenuCategory, ...]:
                      endpoint == "metadata.versions_view"),
             MenuItem(t("pending_plan"), url_for("metadata.plan_view"),
                      endpoint == "metadata.plan_view"))))
+        menus.append(automation_menu(t, endpoint))
     return tuple(menus)
 
 

@@ -27,6 +27,7 @@ from .forms import (
     initial_values,
     inputs,
     payload,
+    submitted_values,
     validate,
 )
 from .layout import CHILDREN, DISPLAY, EDIT, READ_ONLY, FormPlan, plan_form
@@ -65,7 +66,7 @@ class FormPages(RecordPages):
                 value = from_text(found, request.args[name])
                 if value is not None:
                     values[name] = value
-        plan = plan_form(service, key, values, t, creating=True, timezone=timezone)
+        plan = plan_form(service, key, values, t, creating=True, timezone=timezone, live=True)
         return self._form_page(key, plan, values, None)
 
     @expose("/<module>/<entity>/<int:record_id>/edit", methods=("GET", "POST"))
@@ -82,7 +83,7 @@ class FormPages(RecordPages):
         many = [f.name for f in access.entity.fields if f.type == "many_to_many"]
         values = {**record, **linked_ids(service, key, record_id, many)}
         plan = plan_form(service, key, values, t, creating=False,
-                         timezone=self.ui.runtime.config.timezone)
+                         timezone=self.ui.runtime.config.timezone, live=True)
         return self._form_page(key, plan, values, record)
 
     # -- shared ------------------------------------------------------------------------------
@@ -94,6 +95,13 @@ class FormPages(RecordPages):
             if p.mode in (EDIT, READ_ONLY)) else []
         cls = form_class(plan, self.visitor.t, users)
         posted = request.method == "POST"
+        if posted:  # the form's conditions decide on what was sent, not on what is stored
+            sent = bind(plan, cls, initial_values(plan, values), request.form, lock=False)
+            plan = plan_form(self.visitor.service, key,
+                             {**values, **submitted_values(sent, request.form, plan)},
+                             self.visitor.t, creating=plan.creating, timezone=plan.timezone,
+                             live=True)
+            cls = form_class(plan, self.visitor.t, users)
         form = bind(plan, cls, initial_values(plan, values), request.form if posted else None)
         outcome = Outcome()
         if posted:
@@ -102,9 +110,9 @@ class FormPages(RecordPages):
                 return redirect(self.record_url(key, outcome.saved["id"]))
             bound = inputs(form, plan)
             for name, messages in outcome.errors.items():
-                if name in bound:
+                if name in bound and plan.placed[name].shown:
                     bound[name].errors = messages
-                else:
+                else:  # a field the form hides: above the form
                     outcome.general.extend(f"{name}: {m}" for m in messages)
         return self._render_form(key, plan, form, values, record, outcome)
 
@@ -177,8 +185,8 @@ class FormPages(RecordPages):
                 widget.title = names.get(widget.data, f"#{widget.data}") if ids else ""
             else:
                 widget.titles = {i: names.get(i, f"#{i}") for i in ids}
-            if placed.mode == EDIT:
-                widget.lookup_url = self.lookup_url(target)
+            if placed.mode == EDIT or placed.read_only_when is not None:
+                widget.lookup_url = self.lookup_url(target)  # (one the browser may enable)
 
 
 def _version(form: Any) -> int | None:

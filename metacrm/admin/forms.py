@@ -146,12 +146,12 @@ def _options(found: Field, t: Translator) -> list[SelectChoice]:
 
 
 def bind(plan: FormPlan, cls: type[Form], initial: Mapping[str, Any],
-         formdata: Any = None) -> Form:
+         formdata: Any = None, *, lock: bool = True) -> Form:
     """A form with `initial` values, overlaid by the submitted `formdata` (if any); fields
-    the visitor may not change always show the record's values."""
+    the visitor may not change always show the record's values (unless not `lock`)."""
     form = cls(formdata=formdata, data={ATTRIBUTE.format(k) if k != "row_version" else k: v
                                         for k, v in initial.items()})
-    if formdata is not None:
+    if formdata is not None and lock:
         bound = inputs(form, plan)
         for name in (p.name for p in plan.placed.values() if p.mode == READ_ONLY):
             bound[name].data = initial.get(name)
@@ -160,11 +160,11 @@ def bind(plan: FormPlan, cls: type[Form], initial: Mapping[str, Any],
 
 
 def validate(form: Form, plan: FormPlan) -> dict[str, list[str]]:
-    """WTForms' own checks of the editable fields (numbers, dates, ids)."""
+    """WTForms' own checks of the editable fields shown (numbers, dates, ids)."""
     errors: dict[str, list[str]] = {}
     bound = inputs(form, plan)
     for placed in plan.placed.values():
-        if placed.mode == EDIT:
+        if placed.mode == EDIT and placed.shown:
             input_field = bound[placed.name]
             if not input_field.validate(form):
                 errors[placed.name] = [str(e) for e in input_field.errors]
@@ -191,6 +191,25 @@ def payload(form: Form, plan: FormPlan, t: Translator) -> tuple[dict[str, Any],
             continue
         values[found.name] = value
     return values, errors
+
+
+def submitted_values(form: Form, formdata: Any, plan: FormPlan) -> dict[str, Any]:
+    """What was sent for the fields the visitor may change, as JSON values, whatever the
+    form's conditions say (to evaluate them on what was sent): the editable fields, and
+    the fields only a `read_only_when` made read-only when their input was sent (the
+    browser enabled it). Unreadable values are left out."""
+    values: dict[str, Any] = {}
+    bound = inputs(form, plan)
+    for placed in plan.placed.values():
+        if placed.mode != EDIT and not (placed.mode == READ_ONLY and
+                                        placed.read_only_when is not None and
+                                        placed.name in formdata):
+            continue
+        try:
+            values[placed.name] = to_json(placed.field, bound[placed.name].data, plan.zone)
+        except ValueError:
+            continue
+    return values
 
 
 def initial_values(plan: FormPlan, record: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,11 @@ record's values with the condition engine); fields the layout leaves out follow 
 "Other fields" section, so a field added by an overlay can always be edited. Each placed
 field gets a mode: editable, read-only (shown disabled), displayed (computed or not
 writable) or children (a table of child records).
+
+A *live* plan (the create and edit forms) also places the fields and sections a
+`visible_when` hides, marked not `shown`, and keeps each condition's document, so the page
+can show and hide them as the visitor types (admin.js); the server evaluates them again
+on what was sent, and only that answer decides what is written.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ class PlacedField:
     help: str
     span: int
     mode: str
+    shown: bool = True
+    visible_when: Any = None
+    """A live plan's `visible_when` condition (JSON data), for the browser to evaluate."""
+    read_only_when: Any = None
+    """A live plan's `read_only_when`, when only it decides between editable and read-only."""
 
     @property
     def name(self) -> str:
@@ -62,6 +72,8 @@ class PlacedSection:
     columns: int
     collapsed: bool
     fields: list[PlacedField]
+    shown: bool = True
+    visible_when: Any = None
 
 
 @dataclass(slots=True)
@@ -74,9 +86,13 @@ class FormPlan:
     creating: bool
     timezone: str
     placed: dict[str, PlacedField] = field(default_factory=dict)
+    live: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """A live plan: the type (and, unless an input on the form holds it, the value) of
+    each field its conditions test that the visitor may read."""
 
     def fields(self, mode: str) -> list[Field]:
-        return [p.field for p in self.placed.values() if p.mode == mode]
+        """The fields in `mode` that are shown (a hidden field is never written)."""
+        return [p.field for p in self.placed.values() if p.mode == mode and p.shown]
 
     @property
     def zone(self) -> ZoneInfo:
@@ -90,8 +106,9 @@ def default_layout(service: RecordService, key: str) -> LayoutForm | None:
 
 
 def plan_form(service: RecordService, key: str, values: Mapping[str, Any], t: Translator,
-              *, creating: bool, timezone: str) -> FormPlan:
-    """Place the visible fields of `key` in its layout for a record with `values`."""
+              *, creating: bool, timezone: str, live: bool = False) -> FormPlan:
+    """Place the visible fields of `key` in its layout for a record with `values` (with
+    `live`, the fields a condition hides too, not `shown`, with their conditions)."""
     access = service.access(key)
     entity, full = access.entity, access.full
     layout = default_layout(service, key)
@@ -100,27 +117,42 @@ def plan_form(service: RecordService, key: str, values: Mapping[str, Any], t: Tr
     visible = frozenset(service.visible_entities())
     plan = FormPlan(entity, layout, [], creating, timezone)
     placed: set[str] = set()
+    tested: set[str] = set()
     for section in layout.sections if layout is not None else ():
         placed.update(f.field for f in section.fields)
-        if not conditions.holds(section.visible_when, default=True):
+        section_shown = conditions.holds(section.visible_when, default=True)
+        if not section_shown and not live:
             continue
         fields = []
         for form_field in section.fields:
             found = entity.get_field(form_field.field)
             if found is None or found.hidden:
                 continue  # the visitor's roles (or the unit's overlay) hide it
-            if not conditions.holds(form_field.visible_when, default=True):
+            shown = conditions.holds(form_field.visible_when, default=True)
+            if not shown and not live:
                 continue
-            mode = _mode(found, access.read_only, writable, creating,
-                         conditions.holds(form_field.read_only_when, default=False), visible)
-            if mode is None:
+            base = _mode(found, access.read_only, writable, creating, False, visible)
+            if base is None:
                 continue
+            decided = base == EDIT and form_field.read_only_when is not None
+            mode = READ_ONLY if decided and conditions.holds(form_field.read_only_when,
+                                                             default=False) else base
             help_text = t.text(form_field.help) if form_field.help else t.text(found.help)
-            fields.append(PlacedField(found, t.text(found.label, found.name), help_text,
-                                      max(1, min(form_field.span, section.columns)), mode))
+            one = PlacedField(found, t.text(found.label, found.name), help_text,
+                              max(1, min(form_field.span, section.columns)), mode, shown)
+            if live:
+                one.visible_when = thaw(form_field.visible_when)
+                one.read_only_when = thaw(form_field.read_only_when) if decided else None
+                tested.update(condition_fields(one.visible_when))
+                tested.update(condition_fields(one.read_only_when))
+            fields.append(one)
         if fields:
-            plan.sections.append(PlacedSection(section.name, t.text(section.label),
-                                               section.columns, section.collapsed, fields))
+            one_section = PlacedSection(section.name, t.text(section.label), section.columns,
+                                        section.collapsed, fields, section_shown)
+            if live:
+                one_section.visible_when = thaw(section.visible_when)
+                tested.update(condition_fields(one_section.visible_when))
+            plan.sections.append(one_section)
     rest = []
     for found in entity.fields:
         if found.name in placed or found.hidden:
@@ -133,7 +165,52 @@ def plan_form(service: RecordService, key: str, values: Mapping[str, Any], t: Tr
         label = t("other_fields") if layout is not None else ""
         plan.sections.append(PlacedSection("_other", label, 1 if layout else 2, False, rest))
     plan.placed = {p.name: p for s in plan.sections for p in s.fields}
+    if live:
+        plan.live = _tested_fields(plan, entity, values, tested)
     return plan
+
+
+def condition_fields(document: Any) -> set[str]:
+    """The field paths a condition document tests."""
+    found: set[str] = set()
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            if isinstance(item.get("field"), str):
+                found.add(item["field"])
+            for key in ("all", "any"):
+                if isinstance(item.get(key), list | tuple):
+                    stack.extend(item[key])
+            stack.append(item.get("not"))
+    return found
+
+
+SYSTEM_TYPES = {"id": "integer", "row_version": "integer", "owner": "user",
+                "created_by": "user", "updated_by": "user", "business_unit": "string",
+                "created_at": "datetime", "updated_at": "datetime"}
+
+
+def _tested_fields(plan: FormPlan, entity: Entity, values: Mapping[str, Any],
+                   names: set[str]) -> dict[str, dict[str, Any]]:
+    """Type and value of each field the conditions test, for the browser: an input of
+    the form holds the value of an editable or read-only field; a field the visitor may
+    not read, a formula (computed on the server) or a path is left out (the browser then
+    keeps the server's answer)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(names):
+        found = entity.get_field(name)
+        if found is None and name in SYSTEM_TYPES:
+            out[name] = {"type": SYSTEM_TYPES[name], "value": values.get(name)}
+            continue
+        if found is None or found.hidden or found.formula is not None:
+            continue
+        placed = plan.placed.get(name)
+        if placed is not None and placed.mode in (EDIT, READ_ONLY):
+            out[name] = {"type": found.type}
+        else:
+            out[name] = {"type": found.type, "value": values.get(name)}
+    return out
 
 
 def _mode(found: Field, read_only: frozenset[str], writable: Mapping[str, Any],

@@ -33,7 +33,8 @@ from .display import SYSTEM_COLUMNS, TITLE_PART, Cell, Display, user_ids_in, use
 from .editing import FormPages
 from .layout import CHILDREN, plan_form
 from .lists import ListColumn, resolve_list
-from .related import history, linked_ids, related_lists, workflow_state
+from .related import history, linked_ids, related_lists
+from .workflow import WorkflowPages, workflow_panel
 
 LOOKUP_LIMIT = 20
 BULK_MAX = 500  # records one bulk action may touch (a list page holds at most 500)
@@ -48,7 +49,7 @@ class Row:
     cells: tuple[Cell, ...]
 
 
-class RecordsView(FormPages):
+class RecordsView(FormPages, WorkflowPages):
     """List, record, create, edit, bulk, export and lookup pages of every entity."""
 
     def __init__(self, ui: AdminUI) -> None:
@@ -195,7 +196,7 @@ class RecordsView(FormPages):
                 p.mode == CHILDREN and (p.field.target, p.field.via) == (c.entity, c.field)
                 for p in plan.placed.values())],
             history=history(service, display, access.entity, key, record_id, t),
-            workflow=workflow_state(service.registry, key, record),
+            workflow=workflow_panel(self, key, record_id),
             entity_label=t.text(access.entity.label, access.entity.name),
             list_url=self.list_url(key),
             edit_url=url_for("records.edit_view", module=module, entity=entity,

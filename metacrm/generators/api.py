@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from ..metadata.describe import describe_entity
 from ..metadata.ir import FrozenDict
 from ..platform.auth import User, user_for_token
+from ..platform.connections import install as install_request_connections
 from ..platform.permissions import Principal, load_principal
 from ..platform.problems import PROBLEM_TYPE, problem
 from ..platform.records import (
@@ -458,6 +459,7 @@ def docs_html(document: Mapping[str, Any], base: str) -> str:
 
 def build_api(app: Flask, platform: Any, runtime: Any) -> EntityAPI:
     """Install the API's routes and error handling on a version's sub-app."""
+    install_request_connections(app)  # first: the hooks below read through it
     api = EntityAPI(platform, runtime)
     app.extensions["metacrm.api"] = api
     base = "/api/v1/<module>/<entity>"

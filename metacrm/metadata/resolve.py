@@ -347,7 +347,9 @@ def _add_entity(scope: ScopeDraft, module: str, doc: Document, sink: DiagnosticS
     if naming and naming.get("field", "number") not in data["fields"]:
         number = naming.get("field", "number")
         fields[number] = FieldDraft(number, {"type": "autonumber", "pattern": naming["autonumber"],
-                                             "unique": True, "read_only": True},
+                                             "unique": True, "read_only": True,
+                                             # English falls back to the name: "Number"
+                                             "label": {"zh-Hant": "編號", "zh-Hans": "编号"}},
                                     doc, ("naming",), "module", f"{entity_id}.{number}",
                                     {"pattern": (doc, ("naming", "autonumber"))})
     for name, fspec in data["fields"].items():

@@ -8,6 +8,7 @@ PostgreSQL gives every tenant its own schema, reached only through a connection 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from sqlalchemy import event
 from .settings import Settings
 
 PLATFORM_SCHEMA = "metacrm"
+AUTOCOMMIT = "AUTOCOMMIT"
+PING_AFTER_IDLE = 5.0
+"""Seconds a pooled PostgreSQL connection may sit unused before it is pinged on checkout."""
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
 
 
@@ -50,9 +54,41 @@ def _sqlite_engine(path: Path) -> sa.Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "")
-        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+        if mode != AUTOCOMMIT:  # autocommit: each statement is a transaction of its own
+            connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
     return engine
+
+
+def ping_when_idle(engine: sa.Engine, idle: float = PING_AFTER_IDLE) -> None:
+    """Ping a pooled connection on checkout only when it sat unused for `idle` seconds.
+
+    `pool_pre_ping` pings on every checkout: one round trip per request, a fifth of an
+    admin page's exchanges with PostgreSQL. What it guards against (a restarted server, a
+    firewall or `idle_session_timeout` dropping idle connections) strikes connections
+    that have been idle; one given back moments ago is used as it is. A server restarted
+    within that window fails one statement, and SQLAlchemy then invalidates every pooled
+    connection, as a failed ping would.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["metacrm_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("metacrm_idle_since", None)
+        if since is None or time.monotonic() - since < idle:
+            return  # a new connection, or one in use moments ago
+        dialect = engine.dialect
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if not dialect.is_disconnect(exc, dbapi_connection, None):
+                raise
+            alive = False
+        if not alive:  # the pool drops every older connection and takes a new one
+            raise sa.exc.InvalidatePoolError("a pooled connection was lost")
 
 
 @dataclass(slots=True)
@@ -72,6 +108,19 @@ class TenantDatabase:
         if self.schema is not None:
             options["schema_translate_map"] = {None: self.schema}
         return options
+
+    def autocommit_options(self) -> dict[str, Any]:
+        """Options running each statement in a transaction of its own: reads that send no
+        BEGIN or ROLLBACK and hold nothing open (a request's shared connection)."""
+        if self.dialect == "sqlite":
+            return {"sqlite_begin": AUTOCOMMIT}  # the driver already leaves BEGIN to us
+        return {"isolation_level": AUTOCOMMIT}
+
+    def transaction_options(self, connection: sa.Connection) -> dict[str, Any]:
+        """Options undoing `autocommit_options` for a write transaction (as `begin`)."""
+        if self.dialect == "sqlite":
+            return {"sqlite_begin": "IMMEDIATE"}
+        return {"isolation_level": connection.default_isolation_level}
 
     @contextmanager
     def connect(self, **options: Any) -> Iterator[sa.Connection]:
@@ -101,7 +150,8 @@ class Databases:
         self._tenants: dict[str, TenantDatabase] = {}
         if settings.is_postgres:
             self.platform_engine = sa.create_engine(settings.database_url, pool_size=10,
-                                                    max_overflow=20, pool_pre_ping=True)
+                                                    max_overflow=20)
+            ping_when_idle(self.platform_engine)
             self.platform_schema: str | None = PLATFORM_SCHEMA
         else:
             self.platform_engine = _sqlite_engine(settings.var_dir / "platform.db")

@@ -31,6 +31,7 @@ from ..metadata.fieldtypes import FieldTypeRegistry
 from ..metadata.ir import Registry
 from ..metadata.library import Library
 from ..metadata.resolve import TenantConfig
+from .connections import SharedConnection, request_connection
 from .database import Databases, TenantDatabase
 from .events import RecordEvent
 from .migrator import MigrationRefused, migrate, migration_transaction, plan_only
@@ -80,11 +81,26 @@ class TenantRuntime:
         return self.registry.version
 
     def connect(self) -> Any:
-        """A connection bound to this tenant and this version's statement cache."""
+        """A connection bound to this tenant and this version's statement cache, to read
+        with; inside an API or admin request, the request's one connection
+        (`request_connection`)."""
+        shared = self.request_connection()
+        if shared is not None:
+            return shared.reading()
         return self.db.connect(compiled_cache=self.compiled_cache)
 
     def begin(self) -> Any:
+        """A write transaction; inside an API or admin request, on the request's one
+        connection (a savepoint when a write is already under way on it)."""
+        shared = self.request_connection()
+        if shared is not None:
+            return shared.writing()
         return self.db.begin(compiled_cache=self.compiled_cache)
+
+    def request_connection(self) -> SharedConnection | None:
+        """This request's shared connection to the tenant (metacrm.platform.connections),
+        or None outside a request of a sub-app that installed them."""
+        return request_connection(self.slug, self.db, {"compiled_cache": self.compiled_cache})
 
 
 @dataclass(frozen=True, slots=True)
