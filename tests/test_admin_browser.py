@@ -39,6 +39,7 @@ pytest_plugins = ["apifixtures", "browserfixtures"]
 
 PASSWORD = "browser-test-password"
 CUSTOMER = "customer.customer"
+LEAD = "ocrm.lead"
 VIEWPORT = {"width": 1280, "height": 800}
 ROWS = "#record-list tbody tr[data-id]"
 
@@ -240,6 +241,36 @@ def test_a_validation_error_shows_beside_the_field_and_fixing_it_saves(
     saved = demo.service("admin").get(CUSTOMER, record_id)
     assert (saved["display_name"], saved["email"], saved["city"], saved["lifetime_value"]) == (
         "Ann Lee", "ann@example.com", "Tainan", "12.50")
+
+
+def test_a_lead_refused_then_fixed_starts_its_workflow(demo: Demo, live_server,
+                                                      page: Page) -> None:
+    """The issue's flow on the sales module's lead: a create refused beside the fields,
+    then fixed; the new lead starts in its workflow's initial state."""
+    from playwright.sync_api import expect
+
+    account(demo, "admin")
+    server = serve(demo, live_server, page)
+    sign_in(page, server, demo, "admin", "ocrm/lead/new")
+    expect(page.locator("#page-title")).to_have_text("New Lead")
+    page.fill("#field-contact_name", "Lin Wei")
+    page.fill("#field-email", "lin@")
+    page.click("#save")
+    expect(page.locator('.field-error[data-field="company"]')).to_be_visible()
+    expect(page.locator('.field-error[data-field="email"]')).to_be_visible()
+    expect(page.locator("#field-contact_name")).to_have_value("Lin Wei")
+    assert demo.service("admin").list(LEAD, ListQuery()).items == []
+    shot(page, "admin-lead-error")
+
+    page.fill("#field-company", "Formosa Tea Co.")
+    page.fill("#field-email", "lin@formosa.example")
+    page.click("#save")
+    expect(page).to_have_url(re.compile(r"/admin/ocrm/lead/\d+$"))
+    expect(page.locator("#value-number")).to_have_text(re.compile(r"^L-\d{4}-\d{5}$"))
+    record_id = int(page.url.rsplit("/", 1)[1])
+    saved = demo.service("admin").get(LEAD, record_id)
+    assert (saved["company"], saved["email"], saved["status"]) == (
+        "Formosa Tea Co.", "lin@formosa.example", "new")
 
 
 # -- 3. lists: search, quick filters, another YAML view, sorting --------------------------------
