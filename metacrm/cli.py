@@ -164,7 +164,7 @@ def show(ctx: click.Context, tenant: str, entity: str, unit: str | None, fmt: st
     if entity not in scope.entities:
         raise click.ClickException(f"no entity {entity!r}; entities: "
                                    f"{', '.join(scope.entities)}")
-    data = describe_entity(scope.entities[entity], scope)
+    data = describe_entity(scope.entities[entity], scope, automation=True)
     data = {"tenant": tenant, "unit": unit, "version": registry.version, **data}
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
@@ -332,8 +332,11 @@ def reload(ctx: click.Context, slug: str | None, every: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--watch/--no-watch", default=True, help="Reload when YAML files change.")
+@click.option("--demo/--no-demo", default=True,
+              help="Generate the tenant's demo.yaml records (once per tenant).")
 @click.pass_context
-def run(ctx: click.Context, slugs: tuple[str, ...], host: str, port: int, watch: bool) -> None:
+def run(ctx: click.Context, slugs: tuple[str, ...], host: str, port: int, watch: bool,
+        demo: bool) -> None:
     """Provision the tenant(s) and serve them (development server)."""
     from werkzeug.serving import run_simple
 
@@ -355,12 +358,15 @@ def run(ctx: click.Context, slugs: tuple[str, ...], host: str, port: int, watch:
     app = create_app(settings, platform)
     if watch:
         start_watcher(platform, lambda r: click.echo(r.format()))
+    _start_jobs(platform)
     for slug in slugs:
         runtime = platform.runtime(slug)
         seeded = _seed(runtime)
         if seeded:
             click.echo(f"{slug}: seeded {seeded['units']} org units and {seeded['users']} "
                        "users from org.yaml")
+        if demo:
+            _demo(platform, runtime)
         password = os.environ.get("METACRM_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
         with runtime.begin() as connection:
             user_id = create_user(connection, "admin", "Administrator",
@@ -374,6 +380,100 @@ def run(ctx: click.Context, slugs: tuple[str, ...], host: str, port: int, watch:
         click.echo(f"  try:       curl -H 'Authorization: Bearer {secret}' "
                    f"{base}/api/v1/customer/customer")
     run_simple(host, port, app, threaded=True, use_reloader=False)
+
+
+def _start_jobs(platform: Platform) -> None:
+    """Embedded mode: a job thread and a beat thread in this process; with a broker,
+    workers and `metacrm beat` run them."""
+    from .platform.jobs import jobs_of
+
+    jobs = jobs_of(platform)
+    jobs.start()
+    if jobs.mode == "embedded":
+        click.echo("jobs: run in this process (no broker); delayed work is swept every "
+                   f"{platform.settings.sweep_seconds:g}s")
+    else:
+        click.echo(f"jobs: sent to queue {platform.settings.queue} on "
+                   f"{_safe_url(platform.settings.broker_url or '')}; run `metacrm worker` "
+                   "and `metacrm beat`")
+
+
+# -- background jobs --------------------------------------------------------------------------
+
+def _broker_settings(ctx: click.Context) -> Any:
+    from .platform.jobs.broker import check_broker_url
+    from .platform.settings import Settings
+
+    settings = Settings.from_env(ctx.obj.root)
+    if not settings.broker_url:
+        raise click.ClickException(
+            "set METACRM_BROKER_URL (redis://host:6379/0 or amqp://user:pass@host:5672//) "
+            "to run workers; without a broker, `metacrm run` runs jobs in-process")
+    try:
+        check_broker_url(settings.broker_url)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return settings
+
+
+def _safe_url(url: str) -> str:
+    """A broker URL without its password, for output."""
+    import re
+
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+@main.command()
+@click.option("--concurrency", type=int, help="Worker processes or threads (default: CPUs).")
+@click.option("--queues", help="Comma-separated queues to consume (default: every job queue).")
+@click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork",
+              show_default=True, help="How jobs run: child processes, threads, or inline.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None, queues: str | None, pool: str,
+           loglevel: str) -> None:
+    """Run a Celery worker for the jobs of this installation ($METACRM_BROKER_URL)."""
+    from .platform.jobs.broker import celery_app
+    from .platform.runtime import Platform
+    from .plugins import make_plugin_manager
+
+    settings = _broker_settings(ctx)
+    if not queues:
+        extra = {spec.queue for batch in make_plugin_manager().hook.register_jobs()
+                 for spec in batch if spec.queue}
+        queues = ",".join([settings.queue, *sorted(f"{settings.queue}.{q}" for q in extra)])
+    app = celery_app(settings, lambda: Platform(settings))
+    argv = ["worker", f"--pool={pool}", f"--loglevel={loglevel}", f"--queues={queues}",
+            "--without-mingle", "--without-gossip", f"--hostname=metacrm-{os.getpid()}@%h"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    click.echo(f"worker: queues {queues} on {_safe_url(settings.broker_url)}")
+    app.worker_main(argv)
+
+
+@main.command()
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Enqueue the periodic jobs when due (run one beat per installation)."""
+    import signal
+
+    from .platform.jobs import jobs_of
+    from .platform.runtime import Platform
+
+    settings = _broker_settings(ctx)
+    platform = Platform(settings)
+    jobs = jobs_of(platform)
+    periods = ", ".join(f"{spec.name} every {spec.every:g}s" for spec in jobs.periodic())
+    click.echo(f"beat: {periods or 'no periodic jobs'} to queue {settings.queue} on "
+               f"{_safe_url(settings.broker_url)}")
+    signal.signal(signal.SIGTERM, lambda *_: jobs.beat.stop())
+    try:
+        jobs.beat.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        jobs.stop()
+        platform.close()
 
 
 # -- users and tokens -----------------------------------------------------------------------
@@ -583,6 +683,49 @@ def _seed(runtime: object, file: Path | None = None, *,
         raise click.ClickException(f"{path}: {_record_error(exc)}") from exc
 
 
+@main.command("demo")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--again", is_flag=True,
+              help="Generate another set even though the tenant already has its demo data.")
+@click.pass_context
+def demo_command(ctx: click.Context, tenant_slug: str, file: Path | None, again: bool) -> None:
+    """Generate FILE's demo records (default tenants/TENANT/demo.yaml). Idempotent."""
+    platform = _platform(ctx)
+    try:
+        _demo(platform, _runtime(platform, tenant_slug), file, required=True, again=again)
+    finally:
+        platform.close()
+
+
+def _demo(platform: Platform, runtime: Any, file: Path | None = None, *,
+          required: bool = False, again: bool = False) -> None:
+    from .platform.demo import DemoError, apply_demo, demo_file, load_demo
+
+    path = file or demo_file(runtime.config.directory)
+    if not path.exists():
+        if required:
+            raise click.ClickException(f"there is no demo file at {path}")
+        return
+    try:
+        result = apply_demo(runtime, load_demo(path), again=again)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not result.applied:
+        when = f" on {result.at:%Y-%m-%d %H:%M}" if result.at else ""
+        click.echo(f"{runtime.slug}: demo data {result.status}{when}; nothing added "
+                   "(`metacrm demo --again` adds another set)")
+        return
+    try:
+        from .platform.jobs import jobs_of
+
+        jobs_of(platform).drain()  # the rules' follow-ups of the new records
+    except Exception as exc:  # the records are in; a failing follow-up is only reported
+        click.echo(f"{runtime.slug}: demo follow-up jobs: {exc}", err=True)
+    made = ", ".join(f"{n} {key}" for key, n in result.counts.items())
+    click.echo(f"{runtime.slug}: demo data generated: {made}")
+
+
 # -- export ---------------------------------------------------------------------------------
 
 @main.command("export")
@@ -637,6 +780,82 @@ def export(ctx: click.Context, tenant_slug: str, entity_key: str, username: str,
         platform.close()
     if out:
         click.echo(f"{rows} rows to {out}")
+
+
+# -- import ---------------------------------------------------------------------------------
+
+@main.command("import")
+@click.argument("tenant_slug", metavar="TENANT")
+@click.argument("entity_key", metavar="MODULE.ENTITY")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check every row and write nothing.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where rejected rows are listed (default: FILE.errors.csv, written only "
+                   "when a row is rejected).")
+@click.option("--key", help="Update records whose FIELD (`id` or a unique field) matches; "
+                            "create the others.")
+@click.option("--as", "username",
+              help="Import as this user: their roles decide (default: the system).")
+@click.option("--batch", "batch_size", type=click.IntRange(1, 50_000), default=2000,
+              show_default=True, help="Rows per transaction.")
+@click.pass_context
+def import_command(ctx: click.Context, tenant_slug: str, entity_key: str, file: Path,
+                   dry_run: bool, report: Path | None, key: str | None, username: str | None,
+                   batch_size: int) -> None:
+    """Import FILE (CSV, UTF-8, a header row of field names or labels) into MODULE.ENTITY.
+
+    Rows that fail are listed in the report and the others are imported; duplicate rules
+    apply (block rules reject rows, review rules queue pairs). Exit 1 if any row failed.
+    """
+    from .platform.importer import ImportFailed, data_rows, import_csv
+    from .platform.records import RecordError
+
+    platform = _platform(ctx)
+    report = report or file.with_name(file.name + ".errors.csv")
+    if report.exists():
+        report.unlink()  # a report from an earlier run would read as this run's
+    try:
+        runtime = _runtime(platform, tenant_slug)
+        service = _service_as(platform, runtime, tenant_slug, username)
+        total = data_rows(file)
+        with click.progressbar(length=total, label=f"importing {file.name}",
+                               file=sys.stderr, show_pos=True) as bar:
+            try:
+                result = import_csv(service, entity_key, file, dry_run=dry_run, key=key,
+                                    batch_size=batch_size, report=report,
+                                    progress=bar.update)
+            except (ImportFailed, RecordError) as exc:
+                raise click.ClickException(_record_error(exc)) from exc
+    finally:
+        platform.close()
+    prefix = "dry run: " if dry_run else ""
+    click.echo(f"{prefix}{result.summary()}")
+    if result.skipped_columns:
+        click.echo("skipped columns: " + ", ".join(result.skipped_columns))
+    if result.report is not None:
+        click.echo(f"{result.errors} error(s) listed in {result.report}")
+    sys.exit(1 if result.rejected else 0)
+
+
+def _service_as(platform: Platform, runtime: Any, tenant_slug: str,
+                username: str | None) -> Any:
+    """The record service acting as USERNAME (their roles), or as the system."""
+    from .platform.auth import user_by_name
+    from .platform.permissions import load_principal
+    from .platform.records import Actor, RecordService
+    from .platform.systables import runtime_system_tables
+
+    if username is None:
+        return RecordService(runtime, Actor(), emit=platform.emit,
+                             operators=platform.operators)
+    with runtime.connect() as connection:
+        found = user_by_name(connection, username)
+        if found is None:
+            raise click.ClickException(f"no user {username!r} in {tenant_slug}")
+        principal = load_principal(connection, runtime_system_tables(runtime), found,
+                                   runtime.registry.units)
+    return RecordService(runtime, Actor.of(principal), emit=platform.emit,
+                         operators=platform.operators)
 
 
 @main.group()

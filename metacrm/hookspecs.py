@@ -77,6 +77,13 @@ def record_event(event: RecordEvent, platform: Platform) -> None:
 
 
 @hookspec
+def records_imported(entity: str, record_ids: list[int], connection: Connection,
+                     service: RecordService) -> None:
+    """Called once per batch of an import, inside the batch's transaction, with the ids of
+    the records it created (imports write in bulk: `record_writing` is not called per row)."""
+
+
+@hookspec
 def register_system_tables(metadata: MetaData) -> list[Table]:
     """Return system tables (on `metadata`) a plugin keeps in every tenant's database;
     they are created on reload and reached with ``SystemTables.table(name)``."""

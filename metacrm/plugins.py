@@ -16,6 +16,17 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "metacrm.metadata.kinds",
     "metacrm.metadata.checks",
     "metacrm.engines.conditions.operators",
+    "metacrm.engines.actions.builtin",
+    "metacrm.engines.rules.plugin",
+    "metacrm.platform.jobs.plugin",
+    "metacrm.platform.channels.plugin",
+    "metacrm.engines.workflows.plugin",
+    "metacrm.engines.sla.plugin",
+    "metacrm.engines.duplicates.plugin",
+    "metacrm.engines.unified",
+    "metacrm.platform.importer.log",
+    "metacrm.platform.demo",
+    "metacrm.engines.actions.convert",
 )
 
 

@@ -344,13 +344,13 @@ def test_an_admin_cannot_take_administrator_from_themselves(demo: Demo) -> None:
 def test_roles_list_every_declared_role_with_its_grants(demo: Demo) -> None:
     roles = {r["name"]: r for r in ok(demo.get(ident(demo, "roles")))["items"]}
     assert set(roles) == {"administrator", "auditor", "data_steward", "sales_manager",
-                          "sales_rep"}
+                          "sales_rep", "agent", "supervisor"}  # customer, ocrm, service
     assert roles["administrator"]["builtin"] is True
     rep = roles["sales_rep"]
     assert rep["label"] == "Sales rep"
     assert rep["grants"][CUSTOMER]["actions"]["read"] == "business_unit"
     assert rep["grants"][CUSTOMER]["fields"] == {"lifetime_value": "read",
-                                                 "external_id": "read"}
+                                                 "external_id": "read", "identified": "read"}
     assert roles["auditor"]["grants"][CUSTOMER]["fields"] == {"profile": "hidden"}
 
 
@@ -946,7 +946,7 @@ def test_user_role_and_org_commands(demo: Demo) -> None:
     assert result.exit_code == 0, result.output
     roles = {r["name"]: r for r in json.loads(result.output)}
     assert set(roles) == {"administrator", "auditor", "data_steward", "sales_manager",
-                          "sales_rep"}
+                          "sales_rep", "agent", "supervisor"}  # customer, ocrm, service
     assert roles["auditor"]["grants"][CUSTOMER]["fields"] == {"profile": "hidden"}
 
 

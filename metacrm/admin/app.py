@@ -16,9 +16,12 @@ from flask import Blueprint, Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
-from .auth import cookie_name, session_secret
+from ..platform.connections import install as install_request_connections
+from .auth import AdminSessionInterface, cookie_name, session_secret
+from .automation import AutomationView
 from .base import AdminUI
 from .home import HomeView
+from .importing import install_import_page
 from .metadata_views import MetadataView
 from .views import RecordsView
 
@@ -28,11 +31,12 @@ HERE = Path(__file__).resolve().parent
 
 def build_admin(app: Flask, platform: Any, runtime: Any) -> AdminUI:
     """Install the admin on a tenant's sub-app; its state goes in app.extensions."""
+    install_request_connections(app)  # one connection per request, reads and writes
     ui = AdminUI(platform, runtime)
     app.extensions[EXTENSION] = ui
     app.secret_key = session_secret(platform.settings.secret_key, runtime.slug)
-    app.config.update(SESSION_COOKIE_NAME=cookie_name(runtime.slug),
-                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.config.update(SESSION_COOKIE_NAME=cookie_name(runtime.slug))
+    app.session_interface = AdminSessionInterface(platform.settings.secure_cookies)
     # our templates and static files (the autocomplete script, the stylesheet)
     app.register_blueprint(Blueprint("metacrm_admin", __name__,
                                      template_folder=str(HERE / "templates"),
@@ -43,6 +47,8 @@ def build_admin(app: Flask, platform: Any, runtime: Any) -> AdminUI:
                   theme=Bootstrap4Theme(base_template="metacrm_admin/base.html", fluid=True))
     admin.add_view(RecordsView(ui))
     admin.add_view(MetadataView(ui))
+    install_import_page(admin, app, ui)
+    admin.add_view(AutomationView(ui))
     app.add_template_filter(from_json_or_none, "from_json_or_none")
     return ui
 
